@@ -1,4 +1,7 @@
-"""build_dataset on simulated counts: splits, nesting, gene choice, values, manifest, errors."""
+"""build_dataset: splits, nesting, gene choice (scanpy's, on simulated and real counts),
+values, manifest, the per-gene HVG table, errors."""
+
+import json
 
 import anndata as ad
 import numpy as np
@@ -92,9 +95,14 @@ def test_tables_and_manifest(dataset):
     assert manifest["split"]["method"] == "stratified"
     assert manifest["split"]["fractions"] == {"train": 0.9, "val": 0.05, "test": 0.05}
     assert manifest["preprocessing"]["highly_variable_genes"]["n_cells"] == 3600
-    assert set(manifest["versions"]) >= {"scanpy", "anndata", "numpy", "scalelib"}
+    assert set(manifest["versions"]) >= {"scikit-misc", "anndata", "numpy", "scalelib"}
+    assert "hvg_candidates" not in manifest  # the per-gene table is dataset.hvg (hvg.parquet)
     candidates = candidate_genes(dataset)
+    assert candidates.columns == ["gene_name", "gene_id", "means", "variances",
+                                  "variances_norm", "selected"]
     assert candidates["selected"].sum() == 48 and candidates.height > 300
+    chosen = candidates.filter(pl.col("selected"))
+    assert set(chosen["gene_id"]) == set(dataset.var["gene_id"])
 
 
 def test_same_seed_same_dataset(counts, dataset):
@@ -110,6 +118,37 @@ def test_write_and_load_round_trip(tmp_path, dataset):
     assert loaded.fingerprint == dataset.fingerprint
     assert loaded.manifest["train_sizes"] == [900, 1800, 3600]
     assert candidate_genes(loaded).equals(candidate_genes(dataset))
+    assert (tmp_path / "ds" / "hvg.parquet").exists()
+
+
+def test_datasets_written_before_hvg_parquet_still_load(tmp_path, dataset):
+    path = dataset.write(tmp_path / "old")
+    (path / "hvg.parquet").unlink()
+    manifest = json.loads((path / "manifest.json").read_text())
+    table = dataset.hvg.select("gene_name", "means", "variances", "variances_norm")
+    manifest["hvg_candidates"] = table.to_dict(as_series=False)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_dataset(path)
+    assert loaded.hvg is None
+    old = candidate_genes(loaded)
+    assert old["gene_id"].null_count() == old.height
+    assert old.drop("gene_id").equals(candidate_genes(dataset).drop("gene_id"))
+
+
+@pytest.mark.parametrize("name", ["pbmc3k", "kang8"])
+def test_genes_match_scanpy_exactly_on_real_counts(request, name):
+    """The streaming seurat_v3 picks scanpy's genes, in scanpy's order, with equal statistics."""
+    counts = request.getfixturevalue(f"{name}_counts")
+    dataset = build_dataset(counts, 512, n_cells=2000, seed=0, stratify=None)
+    train = counts[_cells(dataset, "train")["cell_id"].to_list()]
+    expected = sc.pp.highly_variable_genes(train, flavor="seurat_v3", n_top_genes=512,
+                                           inplace=False)
+    chosen = expected[expected["highly_variable"]].sort_values("highly_variable_rank")
+    assert dataset.genes == chosen.index.tolist()
+    for column in ("means", "variances", "variances_norm"):
+        np.testing.assert_array_equal(dataset.var[column], chosen[column])
+    detected = expected[expected["means"] > 0]
+    np.testing.assert_array_equal(dataset.hvg["variances_norm"], detected["variances_norm"])
 
 
 def test_holdout_keeps_donors_out_of_training(counts):

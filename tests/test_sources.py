@@ -126,8 +126,8 @@ def test_10x_obs_table_with_foreign_barcodes_is_refused(tmp_path, counts):
         read_counts(tmp_path / "tenx")
 
 
-def test_pbmc3k_reads_and_builds(pbmc3k_dir):
-    counts = read_counts(pbmc3k_dir)
+def test_pbmc3k_reads_and_builds(pbmc3k_counts):
+    counts = pbmc3k_counts
     assert counts.shape == (2700, 32738)
     assert counts.X.nnz == 2_286_884
     assert np.array_equal(counts.X.data, np.round(counts.X.data))
@@ -140,8 +140,8 @@ def test_pbmc3k_reads_and_builds(pbmc3k_dir):
     assert dataset.var["gene_id"].str.starts_with("ENSG").all()
 
 
-def test_kang8_holds_out_whole_donors(kang8_dir):
-    counts = read_counts(kang8_dir)
+def test_kang8_holds_out_whole_donors(kang8_counts):
+    counts = kang8_counts
     assert counts.shape == (12261, 1287)
     assert counts.obs["sample_id"].astype(str).str.fullmatch(r"\d+").all()
     dataset = build_dataset(counts, 64, n_cells=4000, holdout="sample_id", seed=1)

@@ -1,17 +1,30 @@
-"""The on-disk dataset that training reads: a directory of four files.
+"""The on-disk dataset that training reads: a directory of four files and an optional fifth.
 
 ```
 DIR/
-  manifest.json   provenance: source, query, seed, versions, splits, gene list, hashes
-  X.npy           float32 (n_cells, n_genes): normalised (total 1e4) log1p expression,
-                  genes in vocabulary order; a plain .npy so numpy memory-maps it
+  manifest.json   provenance: source, query (Census version, obs filter), seed, versions,
+                  splits, nested training sizes, gene list (names and IDs), hashes
+  X.npy           float32 (n_cells, n_genes), C order: normalised (total 1e4 over the selected
+                  genes) log1p expression, genes in vocabulary order; a plain .npy so numpy
+                  memory-maps it (``np.load(path, mmap_mode="r")``) and a training batch reads
+                  only its own rows
   obs.parquet     one row per cell, in the row order of X: cell_id, split
                   ("train" | "val" | "test"), train_rank (position in the seeded training
                   order, -1 outside train; the first D ranks form the nested subset of size D),
-                  and whatever metadata the source had (cell_type, donor, dataset_id, ...)
+                  and whatever metadata the source had (cell_type, donor_id, dataset_id, ...)
   var.parquet     one row per gene in vocabulary order: gene_id, gene_name, and the
-                  highly-variable-gene statistics when known (means, variances, variances_norm)
+                  highly-variable-gene statistics when known (means, variances, variances_norm,
+                  highly_variable_rank)
+  hvg.parquet     optional: the seurat_v3 statistics of every gene detected in the training
+                  cells (gene_name, gene_id, means, variances, variances_norm, selected), for
+                  mean-variance plots; datasets written before it existed load without it
 ```
+
+The manifest records at least ``format_version``, ``source``, ``seed``, ``regime``,
+``n_genes``, ``n_cells`` (per split), ``train_sizes`` (the nested training sizes), ``genes`` and
+``gene_ids`` (vocabulary order), ``cell_ids_sha256`` (hash of the cell IDs in row order) and
+``fingerprint`` (content hash used in run IDs); Census and SOMA sources add
+``census_version`` and ``obs_filter``.
 
 A directory is written to a temporary sibling and renamed into place, so a failed build
 leaves nothing half-written.
@@ -35,6 +48,8 @@ from scalelib.errors import ScalelibError
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 DATASET_FILES = ("manifest.json", "X.npy", "obs.parquet", "var.parquet")
+HVG_FILE = "hvg.parquet"
+HVG_TABLE_COLUMNS = ("gene_name", "gene_id", "means", "variances", "variances_norm", "selected")
 
 
 @dataclass(frozen=True)
@@ -52,15 +67,23 @@ class ExpressionDataset:
         Per-gene table in vocabulary order with at least ``gene_id`` and ``gene_name``.
     manifest
         Provenance (see the module docstring); ``fingerprint`` identifies the content.
+    hvg
+        Optional per-gene table of highly-variable-gene statistics of every gene detected in
+        the training cells, with a ``selected`` flag (see the module docstring).
     """
 
     X: np.ndarray
     obs: pl.DataFrame
     var: pl.DataFrame
     manifest: dict = field(default_factory=dict)
+    hvg: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         _check_tables(self.X, self.obs, self.var)
+        if self.hvg is not None:
+            missing = [c for c in HVG_TABLE_COLUMNS if c not in self.hvg.columns]
+            if missing:
+                raise ScalelibError(f"hvg table lacks column(s) {', '.join(missing)}")
 
     @property
     def n_genes(self) -> int:
@@ -127,10 +150,7 @@ class ExpressionDataset:
             Replace an existing dataset directory.
         """
         out_dir = Path(out_dir)
-        if out_dir.exists() and not overwrite:
-            raise ScalelibError(
-                f"{out_dir} already exists; choose another --out or pass --overwrite"
-            )
+        check_writable(out_dir, overwrite)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         manifest = {**self.manifest, "format_version": FORMAT_VERSION}
         manifest.setdefault("fingerprint", content_fingerprint(self.X, self.obs, self.var))
@@ -143,9 +163,12 @@ class ExpressionDataset:
         )
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp creates 0700
             np.save(staging / "X.npy", np.asarray(self.X, dtype=np.float32))
             self.obs.write_parquet(staging / "obs.parquet")
             self.var.write_parquet(staging / "var.parquet")
+            if self.hvg is not None:
+                self.hvg.write_parquet(staging / HVG_FILE)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             if out_dir.exists():
                 shutil.rmtree(out_dir)
@@ -181,7 +204,37 @@ def load_dataset(path: str | Path, in_memory: bool = False) -> ExpressionDataset
     X = np.load(path / "X.npy", mmap_mode=None if in_memory else "r")
     obs = pl.read_parquet(path / "obs.parquet")
     var = pl.read_parquet(path / "var.parquet")
-    return ExpressionDataset(X=X, obs=obs, var=var, manifest={**manifest, "path": str(path)})
+    hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None
+    return ExpressionDataset(X=X, obs=obs, var=var, manifest={**manifest, "path": str(path)},
+                             hvg=hvg)
+
+
+def check_writable(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse an existing ``out_dir`` unless ``overwrite``, and never replace a foreign folder.
+
+    Parameters
+    ----------
+    out_dir
+        Where a dataset is about to be written.
+    overwrite
+        Whether an existing dataset there may be replaced.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise ScalelibError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_dataset_dir(out_dir)):
+        raise ScalelibError(
+            f"{out_dir} exists and is not a scalelib dataset; --overwrite only replaces "
+            "datasets, so choose another --out"
+        )
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def is_dataset_dir(path: str | Path) -> bool:

@@ -1,0 +1,213 @@
+"""Data commands: ``scalelib data build`` (a source -> an on-disk dataset) and ``data info``.
+
+``--source`` takes ``census`` (the public CELLxGENE Census, the default), ``soma:URI`` (any
+SOMA store in the Census layout, e.g. a local copy), ``simulate`` (the built-in simulator) or a
+path (an ``.h5ad`` file with raw counts in X, ``layers["counts"]`` or ``.raw``, or a 10x
+directory). Every source goes through the same builder (:mod:`scalelib.data.build`); the
+dataset is written atomically in the format of :mod:`scalelib.data.store`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scalelib.cli.core import int_list
+from scalelib.config import PAPER_REGIMES, Regime
+from scalelib.errors import ScalelibError
+
+DATASETS_DIR = Path("data/datasets")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data build`` and ``data info``."""
+    parser = subparsers.add_parser("data", help="build and inspect on-disk datasets")
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    _register_build(commands)
+    _register_info(commands)
+
+
+# ---------------------------------------------------------------- build
+def _register_build(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "build", help="turn a source of raw counts into a dataset that training reads",
+        description="Draw cells, split them, select highly variable genes on the training "
+                    "cells, normalise (total 1e4, log1p) and write a memory-mappable dataset.",
+    )
+    parser.add_argument(
+        "--source", default="census",
+        help="census (default), soma:URI (a SOMA store in the Census layout), simulate, or "
+             "a PATH to an .h5ad file or a 10x directory")
+    parser.add_argument("--regime", choices=sorted(PAPER_REGIMES),
+                        help="rich (512 genes, 200,000 cells) or limited (1,024 genes, "
+                             "10,000 cells); --genes and --cells override its numbers")
+    parser.add_argument("--genes", type=int, help="vocabulary size V (highly variable genes)")
+    parser.add_argument("--cells", type=int_list,
+                        help="cells to draw, or nested sizes sharing genes, val and test "
+                             "(e.g. 10000,25000,50000); files default to every cell")
+    parser.add_argument("--seed", type=int, default=0, help="seed of draw, split, order (0)")
+    parser.add_argument("--out", type=Path,
+                        help="dataset directory (default data/datasets/<regime>)")
+    parser.add_argument("--holdout", help="obs column whose groups val and test take whole "
+                                          "(dataset_id, donor_id, sample_id, ...)")
+    parser.add_argument("--stratify", default="cell_type",
+                        help="obs column whose proportions each split keeps (cell_type)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    census = parser.add_argument_group("census and SOMA sources")
+    census.add_argument("--census-version", default=None,
+                        help="Census release (default 2025-11-08, the LTS release pinned in "
+                             "scalelib.data.census)")
+    census.add_argument("--organism", default="Homo sapiens", help="organism (Homo sapiens)")
+    census.add_argument("--obs-filter", help="extra SOMA value-filter term, e.g. "
+                                             "\"sex == 'female'\"")
+    census.add_argument("--tissue", action="append", default=[],
+                        help="keep cells of this tissue_general or tissue (repeatable)")
+    census.add_argument("--assay", action="append", default=[], help="keep this assay (repeatable)")
+    census.add_argument("--disease", action="append", default=[],
+                        help="keep this disease, e.g. normal (repeatable)")
+    census.add_argument("--include-secondary", action="store_true",
+                        help="drop the default is_primary_data == True term")
+    census.add_argument("--chunk-cells", type=int, default=None,
+                        help="cells per read of raw counts (2,000)")
+    parser.set_defaults(handler=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from scalelib.data.store import check_writable
+
+    regime = PAPER_REGIMES[args.regime] if args.regime else None
+    n_genes = args.genes if args.genes is not None else (regime.n_genes if regime else None)
+    if n_genes is None:
+        raise ScalelibError("give --regime rich|limited or --genes V")
+    sizes = args.cells or ([regime.n_cells] if regime else None)
+    label = args.regime or "custom"
+    out = args.out or DATASETS_DIR / label
+    check_writable(out, args.overwrite)
+    dataset = _build_dataset(args, n_genes, sizes, label, out.parent)
+    dataset.write(out, overwrite=args.overwrite)
+    _print_built(out, dataset)
+    return 0
+
+
+def _build_dataset(args: argparse.Namespace, n_genes: int, sizes: list[int] | None,
+                   label: str, spill_dir: Path):
+    source = args.source
+    common = {"seed": args.seed, "holdout": args.holdout, "stratify": args.stratify or None}
+    if source == "census" or source.startswith("soma:"):
+        return _build_from_soma(args, n_genes, sizes, label, spill_dir, common)
+    _refuse_census_options(args)
+    if source == "simulate":
+        from scalelib.data.preprocess import simulate_dataset
+
+        sizes = _need_sizes(sizes, "the simulator")
+        return simulate_dataset(Regime(label, n_genes, max(sizes)), n_cells=sizes,
+                                n_total_genes=max(2000, 2 * n_genes), **common)
+    from scalelib.data.preprocess import build_dataset
+    from scalelib.data.sources import read_counts
+
+    counts = read_counts(Path(source))
+    return build_dataset(counts, n_genes, n_cells=sizes, regime=label, **common)
+
+
+def _build_from_soma(args: argparse.Namespace, n_genes: int, sizes: list[int] | None,
+                     label: str, spill_dir: Path, common: dict):
+    from scalelib.data.census import (
+        CHUNK_CELLS,
+        DEFAULT_CENSUS_VERSION,
+        DEFAULT_OBS_FILTER,
+        build_census_dataset,
+        compose_obs_filter,
+    )
+
+    uri = args.source[len("soma:"):] if args.source.startswith("soma:") else None
+    if uri == "":
+        raise ScalelibError("give the store after soma:, e.g. --source soma:data/census")
+    obs_filter = compose_obs_filter(
+        None if args.include_secondary else DEFAULT_OBS_FILTER, tissue=args.tissue,
+        assay=args.assay, disease=args.disease, extra=args.obs_filter,
+    )
+    return build_census_dataset(
+        n_genes, _need_sizes(sizes, "the Census"), uri=uri,
+        census_version=args.census_version or DEFAULT_CENSUS_VERSION, organism=args.organism,
+        obs_filter=obs_filter, regime=label, chunk_cells=args.chunk_cells or CHUNK_CELLS,
+        spill_dir=spill_dir, progress=not args.quiet, **common,
+    )
+
+
+def _need_sizes(sizes: list[int] | None, what: str) -> list[int]:
+    if not sizes:
+        raise ScalelibError(f"say how many cells to draw from {what}: --regime or --cells")
+    return sizes
+
+
+def _refuse_census_options(args: argparse.Namespace) -> None:
+    given = [name for name, value in (
+        ("--census-version", args.census_version), ("--obs-filter", args.obs_filter),
+        ("--tissue", args.tissue), ("--assay", args.assay), ("--disease", args.disease),
+        ("--include-secondary", args.include_secondary), ("--chunk-cells", args.chunk_cells),
+    ) if value]
+    if given:
+        raise ScalelibError(
+            f"{', '.join(given)} only apply to --source census or soma:URI; drop them or "
+            "filter the file before building"
+        )
+
+
+def _print_built(out: Path, dataset) -> None:
+    manifest = dataset.manifest
+    cells = {split: dataset.n_cells(split) for split in ("train", "val", "test")}
+    print(f"wrote {out}: {sum(cells.values()):,} cells (train {cells['train']:,}, "
+          f"val {cells['val']:,}, test {cells['test']:,}) x {dataset.n_genes:,} genes")
+    for line in _describe(manifest, dataset.fingerprint):
+        print(f"  {line}")
+    sizes = manifest.get("train_sizes") or []
+    hint = f" --train-sizes {','.join(map(str, sizes))}" if len(sizes) > 1 else ""
+    print(f"train on it: scalelib sweep --data {out}{hint}")
+
+
+def _describe(manifest: dict, fingerprint: str) -> list[str]:
+    """Lines about source, query, split and sizes of a dataset manifest."""
+    provenance = manifest.get("provenance", {})
+    where = provenance.get("uri") or provenance.get("path") or ""
+    lines = [f"source: {manifest.get('source', 'unknown')} {where}".rstrip()]
+    if manifest.get("census_version") or manifest.get("obs_filter"):
+        lines.append(f"census version: {manifest.get('census_version')}; obs filter: "
+                     f"{manifest.get('obs_filter')}; "
+                     f"{provenance.get('n_matching_cells', 0):,} cells matched")
+    split = manifest.get("split", {})
+    design = split.get("method", "?")
+    if design == "holdout":
+        groups = split.get("groups", {})
+        design += (f" of {split.get('holdout')} (val {', '.join(groups.get('val', []))}; "
+                   f"test {', '.join(groups.get('test', []))})")
+    elif split.get("stratify"):
+        design += f" by {split['stratify']}"
+    lines.append(f"split: {design}; seed {manifest.get('seed')}")
+    lines.append("nested training sizes: "
+                 + ", ".join(f"{n:,}" for n in manifest.get("train_sizes", [])))
+    lines.append(f"fingerprint: {fingerprint}")
+    return lines
+
+
+# ---------------------------------------------------------------- info
+def _register_info(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("info", help="describe a dataset directory")
+    parser.add_argument("path", type=Path, help="a dataset directory")
+    parser.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from scalelib.data.store import load_dataset
+
+    dataset = load_dataset(args.path)
+    cells = {split: dataset.n_cells(split) for split in ("train", "val", "test")}
+    print(f"{args.path}: {dataset.regime} regime, {sum(cells.values()):,} cells (train "
+          f"{cells['train']:,}, val {cells['val']:,}, test {cells['test']:,}) x "
+          f"{dataset.n_genes:,} genes")
+    for line in _describe(dataset.manifest, dataset.fingerprint):
+        print(f"  {line}")
+    genes = dataset.genes
+    print(f"  genes: {', '.join(genes[:8])}{', ...' if len(genes) > 8 else ''}")
+    print(f"  per-gene HVG table: {'hvg.parquet' if dataset.hvg is not None else 'none'}")
+    return 0

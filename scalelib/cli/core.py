@@ -8,7 +8,6 @@ from pathlib import Path
 
 from scalelib.config import TRAIN_PRESETS, TrainConfig, find_size, get_ladder, select_sizes
 from scalelib.errors import ScalelibError
-from scalelib.model import count_parameters
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +28,8 @@ def _register_ladder(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _ladder(args: argparse.Namespace) -> int:
+    from scalelib.model import count_parameters
+
     if args.genes < 1:
         raise ScalelibError("--genes must be a positive integer")
     rows = [

@@ -44,8 +44,20 @@ def axis_title(column: str, log: bool = False) -> str:
     return f"{title[:-1]}, log)" if title.endswith(")") else f"{title} (log)"
 
 
-def _log_scale() -> alt.Scale:
-    return alt.Scale(type="log", zero=False, nice=False)
+def _log_scale(domain: Sequence[float] | None = None) -> alt.Scale:
+    if domain is None:
+        return alt.Scale(type="log", zero=False, nice=False)
+    return alt.Scale(type="log", zero=False, nice=False, domain=list(domain))
+
+
+def _loss_domain(*columns: pl.Series, margin: float = 1.25) -> tuple[float, float] | None:
+    """Log-axis range that shows every point and baseline with a margin, so a wide
+    bootstrap band (its ends are clipped to this range) cannot squash the data."""
+    values = np.concatenate([c.drop_nulls().cast(pl.Float64).to_numpy() for c in columns])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return None
+    return float(values.min() / margin), float(values.max() * margin)
 
 
 def _count_axis() -> alt.Axis:
@@ -179,24 +191,28 @@ def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile 
     y_title = axis_title(y, log=True)
     tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     rules = _baseline_frame(points, baseline)
+    domain = _loss_domain(points[y], rules["baseline"] if rules.height else pl.Series([]))
+    y_scale = _log_scale(domain)
     points = points.select(list(dict.fromkeys([*tooltip, x, y, "series"])))
     layers = [
         alt.Chart(points)
         .mark_circle(size=60, opacity=0.8)
-        .encode(x=x_axis, y=alt.Y(f"{y}:Q", title=y_title, scale=_log_scale()),
+        .encode(x=x_axis, y=alt.Y(f"{y}:Q", title=y_title, scale=y_scale),
                 color=legend, tooltip=tooltip)
     ]
     if bands.height:
+        if domain is not None:
+            bands = bands.with_columns(pl.col("low", "high").clip(*domain))
         layers.append(alt.Chart(bands).mark_area(opacity=BAND_OPACITY).encode(
-            x=x_axis, y=alt.Y("low:Q", title=y_title, scale=_log_scale()), y2="high:Q",
+            x=x_axis, y=alt.Y("low:Q", title=y_title, scale=y_scale), y2="high:Q",
             color=legend, detail="group:N"))
     if curves.height:
-        layers.append(alt.Chart(curves).mark_line().encode(
-            x=x_axis, y=alt.Y("fit:Q", title=y_title, scale=_log_scale()), color=legend,
+        layers.append(alt.Chart(curves).mark_line(clip=True).encode(
+            x=x_axis, y=alt.Y("fit:Q", title=y_title, scale=y_scale), color=legend,
             detail="group:N", tooltip=["group:N", "alpha:Q", "c:Q"]))
     if rules.height:
         layers.append(alt.Chart(rules).mark_rule(strokeDash=BASELINE_DASH).encode(
-            y=alt.Y("baseline:Q", title=y_title, scale=_log_scale()), color=legend,
+            y=alt.Y("baseline:Q", title=y_title, scale=y_scale), color=legend,
             tooltip=["series:N", alt.Tooltip("baseline:Q", title="per-gene-mean baseline")]))
     subtitle = _subtitle(drawn)
     if rules.height:

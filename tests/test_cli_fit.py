@@ -70,6 +70,15 @@ def test_fit_parquet_by_group_with_bootstrap(tmp_path, capsys):
     assert fits[1]["n_runs"] == 14  # the failed run is left out
 
 
+def test_min_x_leaves_out_the_smallest_models(tmp_path, capsys):
+    path = tmp_path / "results.parquet"
+    planted_table().write_parquet(path)
+    status, out, err = run(capsys, "fit", path, "--group-by", "regime", "--min-x", "4000",
+                           "--json")
+    assert status == 0, err
+    assert [fit["n_runs"] for fit in json.loads(out)] == [10, 10]  # 5 sizes x 2 seeds each
+
+
 def test_fit_prints_a_readable_summary_and_writes_the_fits_file(tmp_path, capsys):
     path, out_path = tmp_path / "results.parquet", tmp_path / "fits.json"
     planted_table().write_parquet(path)
@@ -97,6 +106,7 @@ def test_fit_reads_the_chinchilla_csv(capsys):
     (["--x", "missing_column"], "best_val_mse"),
     (["--group-by", "nope"], "regime"),
     (["--bootstrap", "-1"], "--bootstrap"),
+    (["--x", "size", "--min-x", "10"], "choose --x"),
 ])
 def test_fit_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
     path = tmp_path / "results.parquet"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -81,6 +83,22 @@ def test_scaling_chart_has_points_band_curves_and_baseline():
     assert all(row["low"] <= row["high"] for row in band_rows)
     subtitle = " ".join(spec["title"]["subtitle"])
     assert "rich: alpha" in subtitle and "bootstrap" in subtitle and "baseline" in subtitle
+
+
+def test_a_wide_bootstrap_band_does_not_stretch_the_loss_axis():
+    table = results_table(regimes=("rich",), seeds=(0,))
+    fits = fit_groups(table, by=["regime"], methods=["huber"], n_bootstrap=30)
+    # bands reaching far beyond the data, as with few sizes and one seed
+    fits = [replace(fit, bootstrap_params=tuple((a * 1e6, alpha, c)
+                                                for a, alpha, c in fit.bootstrap_params))
+            for fit in fits]
+    spec = scaling_chart(table, fits).to_dict()
+    points, band = spec["layer"][:2]
+    low, high = points["encoding"]["y"]["scale"]["domain"]
+    losses = table["best_val_mse"]
+    assert low < min(losses.min(), 0.9) and high == pytest.approx(max(losses.max(), 0.9) * 1.25)
+    band_rows = spec["datasets"][band["data"]["name"]]
+    assert max(row["high"] for row in band_rows) == pytest.approx(high)
 
 
 def test_scaling_chart_with_one_regime_no_bootstrap_and_no_baseline():

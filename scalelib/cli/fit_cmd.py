@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                         help="bootstrap resamples for 95%% intervals (default: 0, none)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    parser.add_argument("--min-x", type=float, default=None, metavar="X",
+                        help="fit only rows whose x is at least X (e.g. to leave out models "
+                        "too small to learn anything)")
     parser.add_argument("--group-by", nargs="+", default=[], metavar="COL",
                         help="fit each combination of these columns' values separately")
     parser.add_argument("--json", action="store_true",
@@ -79,7 +82,7 @@ def run_fit(args: argparse.Namespace) -> int:
     """Fit, print a summary or JSON, optionally write the fits file; return the exit status."""
     if args.bootstrap < 0:
         raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
-    table = read_table(args.table)
+    table = _rows_from(read_table(args.table), args.x, args.min_x)
     fits = _fit_with_progress(table, args)
     if not args.group_by and fits[0].status == "error":
         raise ScalelibError(fits[0].message)
@@ -92,6 +95,14 @@ def run_fit(args: argparse.Namespace) -> int:
     else:
         print(_summary(fits, args))
     return 0
+
+
+def _rows_from(table: pl.DataFrame, x: str, min_x: float | None) -> pl.DataFrame:
+    if min_x is None:
+        return table
+    if x not in table.columns:
+        raise ScalelibError(f"no column {x!r} in the table; choose --x among {table.columns}")
+    return table.filter(pl.col(x) >= min_x)
 
 
 def _fit_with_progress(table: pl.DataFrame, args: argparse.Namespace) -> list[PowerLawFit]:

@@ -188,7 +188,7 @@ class TrainConfig:
     max_steps
         Budget in optimiser steps.
     max_cells
-        Budget in training cells seen (rounded up to whole batches).
+        Budget in training cells seen, exactly: the last batch is cut short when needed.
     batch_size
         Cells per optimiser step.
     lr
@@ -202,6 +202,8 @@ class TrainConfig:
     schedule
         ``"cosine"`` (linear warm-up then cosine decay to ``min_lr_ratio * lr``) or
         ``"constant"`` (linear warm-up then flat, as in the reference study).
+    min_lr_ratio
+        Where the cosine decay ends, as a fraction of the peak rate.
     warmup_frac
         Fraction of the budget spent warming up.
     weight_decay, grad_clip

@@ -27,7 +27,7 @@ from scalelib.errors import ScalelibError
 from scalelib.model import count_parameters, training_flops_per_cell
 from scalelib.provenance import code_version
 from scalelib.results import append_results, finished_run_ids, read_results
-from scalelib.train import StepInfo, TrainResult, train
+from scalelib.train import StepInfo, TrainResult, resolve_device, resolve_dtype, train
 
 # Settings that change how fast a run goes but not what it computes: left out of run IDs.
 _NOT_IN_RUN_ID = ("device", "eval_batch_size")
@@ -59,8 +59,14 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """A 16-hex-digit hash of dataset fingerprint, size, seed, data size and config."""
+        """A 16-hex-digit hash of dataset fingerprint, size, seed, data size and config.
+
+        ``dtype="auto"`` enters as the precision it resolves to on this machine, so a sweep
+        resumed on a machine where auto means bf16 does not skip runs computed in fp32.
+        """
         config = {k: v for k, v in self.config.to_dict().items() if k not in _NOT_IN_RUN_ID}
+        config["dtype"] = resolve_dtype(self.config.dtype, resolve_device(self.config.device),
+                                        self.size)
         key = {
             "dataset": self.dataset.fingerprint,
             "size": self.size.to_dict(),
@@ -200,7 +206,17 @@ def _train_one(run: RunSpec, run_dir: Path, callbacks: SweepCallbacks, progress:
 
 
 def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") -> dict:
-    """The results-table row of a run (metrics are null when the run failed)."""
+    """The results-table row of a run (schema: :mod:`scalelib.results`).
+
+    Parameters
+    ----------
+    run
+        The planned run.
+    result
+        Its outcome; None for a failed run, whose metrics are then null.
+    status
+        ``"ok"`` or ``"failed: <reason>"``.
+    """
     dataset, size, config = run.dataset, run.size, run.config
     n_train = run.n_train or dataset.n_cells("train")
     row = {

@@ -13,11 +13,11 @@ mask drawn once from ``eval_mask_seed`` and shared by every run.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,22 @@ CPU_BF16_MIN_WIDTH = 128
 
 
 def resolve_dtype(name: str, device: torch.device, size: ModelSize) -> str:
-    """Choose ``"fp32"`` or ``"bf16"`` autocast for ``"auto"``; check an explicit choice."""
+    """Choose ``"fp32"`` or ``"bf16"`` autocast for ``"auto"``; check an explicit choice.
+
+    Parameters
+    ----------
+    name
+        ``"auto"``, ``"fp32"`` or ``"bf16"``.
+    device
+        Where the model trains.
+    size
+        Model shape: on a CPU, auto picks bf16 only from ``CPU_BF16_MIN_WIDTH``.
+
+    Returns
+    -------
+    str
+        ``"fp32"`` or ``"bf16"``.
+    """
     bf16_ok = _bf16_supported(device)
     if name == "bf16" and not bf16_ok:
         raise ScalelibError(f"bf16 is not supported on {device}; use --dtype fp32 or auto")
@@ -119,23 +134,67 @@ def _bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX")  # native bf16 paths
+        return _cpu_has_bf16_instructions()
     return False
 
 
+@functools.cache
+def _cpu_has_bf16_instructions() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere
+    PyTorch emulates bf16 and autocast only slows training down."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux lists the instruction sets; torch's capability string does not
+        flags = set(cpuinfo.read_text().split())
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return torch.backends.cpu.get_cpu_capability() == "AMX"
+
+
 def fixed_mask(n_cells: int, n_genes: int, rate: float, seed: int) -> np.ndarray:
-    """A reproducible boolean mask, True at masked positions (each with probability ``rate``)."""
+    """A reproducible boolean mask, True at masked positions.
+
+    Parameters
+    ----------
+    n_cells, n_genes
+        Shape of the mask.
+    rate
+        Probability that a position is masked.
+    seed
+        Seed of the draw (the same seed gives the same mask).
+    """
     return np.random.default_rng(seed).random((n_cells, n_genes), dtype=np.float32) < rate
 
 
 def masked_mse_sums(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Sum of squared errors over masked positions, and their number (for exact split means)."""
+    """Sum of squared errors over masked positions, and their number (for exact split means).
+
+    Parameters
+    ----------
+    predictions, targets
+        Predicted and true values, shape (cells, genes).
+    mask
+        Boolean, True at the masked positions that count.
+
+    Returns
+    -------
+    tuple of (float, int)
+        The sum (accumulated in float64) and the number of masked positions.
+    """
     errors = (predictions.float() - targets.float())[mask]
     return float(errors.double().square().sum()), int(mask.sum())
 
 
 def per_gene_mean_mse(train_values: np.ndarray, values: np.ndarray, mask: np.ndarray) -> float:
-    """MSE over masked positions of predicting each gene by its mean over training cells."""
+    """MSE over masked positions of predicting each gene by its mean over training cells.
+
+    Parameters
+    ----------
+    train_values
+        Training cells (cells x genes) whose per-gene means are the prediction.
+    values
+        Cells to score.
+    mask
+        Boolean mask of ``values``' shape, True at the scored positions.
+    """
     gene_means = train_values.mean(axis=0, dtype=np.float64)
     errors = (values - gene_means)[mask]
     return float(np.square(errors).sum() / mask.sum())
@@ -152,7 +211,21 @@ def evaluate(
     device: torch.device,
     dtype: str,
 ) -> float:
-    """Exact MSE over every masked position of ``values`` (model put in eval mode)."""
+    """Exact MSE over every masked position of ``values``, pooled over batches.
+
+    Parameters
+    ----------
+    model
+        The model; put in eval mode for the pass and restored afterwards.
+    values
+        Cells to score (cells x genes), in memory or memory-mapped.
+    mask
+        Boolean mask of ``values``' shape (see :func:`fixed_mask`).
+    batch_size
+        Cells per forward pass (does not change the result).
+    device, dtype
+        Where and in which precision to run the forward passes.
+    """
     was_training = model.training
     model.eval()
     squared, count = 0.0, 0
@@ -168,9 +241,16 @@ def evaluate(
 
 
 def learning_rate(step: int, config: TrainConfig, peak: float | None = None) -> float:
-    """Learning rate at optimiser step ``step`` (0-based): linear warm-up, then cosine or flat.
+    """Learning rate at optimiser step ``step``: linear warm-up, then cosine decay or flat.
 
-    ``peak`` defaults to ``config.lr``; pass ``config.peak_lr(d_model)`` for width scaling.
+    Parameters
+    ----------
+    step
+        Optimiser step, 0-based.
+    config
+        Schedule, warm-up fraction, budget and ``min_lr_ratio``.
+    peak
+        Peak rate (default ``config.lr``); pass ``config.peak_lr(d_model)`` for width scaling.
     """
     peak = config.lr if peak is None else peak
     total = config.total_steps
@@ -224,83 +304,129 @@ def train(
     -------
     TrainResult
         Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
-        (null between evaluations), lr and elapsed_s.
+        (null between evaluations), lr and elapsed_s. A validation score that turns non-finite
+        after a finite one ends the run early with the best checkpoint so far.
+
+    Raises
+    ------
+    TrainingDiverged
+        When the first validation score is not finite (no checkpoint to keep).
     """
-    started = time.perf_counter()
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device, size)
-    torch.manual_seed(seed)
-    batch_rng = np.random.default_rng(seed)
-    mask_rng = torch.Generator(device="cpu").manual_seed(seed)
+    run = _Run(dataset, size, config, seed=seed, n_train=n_train, in_memory=in_memory)
+    run.train_steps(on_step, progress)
+    return run.finish(out_dir)
 
-    batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train), in_memory=in_memory)
-    held_out = HeldOutSets.build(dataset, config, batches.sample_for_means())
-    model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
-                                        attention_dropout=config.attention_dropout).to(device)
-    optimizer = make_optimizer(model, config, device)
-    score = partial(evaluate, model, batch_size=config.eval_batch_size, device=device, dtype=dtype)
-    best = BestCheckpoint(patience=config.patience)
-    curve: list[dict] = []
-    cells_seen = masked_seen = 0
-    interval_losses: list[float] = []
-    bar = tqdm(total=config.total_steps, desc=f"{size.name} seed {seed}", disable=not progress,
-               leave=False)
 
-    model.train()
-    for step, positions in enumerate(batches.iterate(config, batch_rng), start=1):
-        lr = learning_rate(step - 1, config, config.peak_lr(size.d_model))
-        values = batches.fetch(positions).to(device, non_blocking=True)
-        mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(device)
-        loss = optimiser_step(model, optimizer, values, mask, lr, config, dtype)
-        cells_seen += len(positions)
-        masked_seen += int(mask.sum())
-        interval_losses.append(loss)
+class TrainingDiverged(RuntimeError):
+    """The validation MSE was not finite before any finite evaluation (a sweep records the run
+    as failed and goes on)."""
 
-        val_mse = None
-        if step % config.eval_every == 0 or step == config.total_steps:
-            val_mse = score(held_out.val_values, held_out.val_mask)
-            best.update(val_mse, step, model)
-            final_train_loss, interval_losses = float(np.mean(interval_losses)), []
-            bar.set_postfix(loss=f"{final_train_loss:.4f}", val=f"{val_mse:.4f}")
-        elapsed = time.perf_counter() - started
-        curve.append({"step": step, "cells_seen": cells_seen, "train_loss": loss,
-                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed})
-        bar.update(1)
-        if on_step is not None:
-            on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse,
-                             best.val_mse, elapsed))
-        if best.should_stop:
-            break
-    bar.close()
 
-    model.load_state_dict(best.state)
-    test_mse = score(held_out.test_values, held_out.test_mask)
-    curve_frame = pl.DataFrame(curve, schema=CURVE_SCHEMA)
-    checkpoint = None
-    if out_dir is not None:
-        checkpoint = str(_save_checkpoint(Path(out_dir), model, config, seed, best.step))
-        curve_frame.write_parquet(Path(out_dir) / "curve.parquet")
-    return TrainResult(
-        params=model.num_parameters(),
-        flops_per_cell=model.training_flops_per_cell(),
-        steps=step,
-        budget_steps=config.total_steps,
-        cells_seen=cells_seen,
-        tokens_seen=cells_seen * dataset.n_genes,
-        masked_tokens_seen=masked_seen,
-        best_step=best.step,
-        best_val_mse=best.val_mse,
-        test_mse=test_mse,
-        baseline_val_mse=held_out.baseline_val_mse,
-        baseline_test_mse=held_out.baseline_test_mse,
-        final_train_loss=final_train_loss,
-        stopped_early=best.should_stop,
-        wall_time_s=time.perf_counter() - started,
-        device=str(device),
-        dtype=dtype,
-        checkpoint=checkpoint,
-        curve=curve_frame,
-    )
+class _Run:
+    """The state of one training run, from set-up to the scored best checkpoint."""
+
+    def __init__(self, dataset: ExpressionDataset, size: ModelSize, config: TrainConfig, *,
+                 seed: int, n_train: int | None, in_memory: bool) -> None:
+        self.started = time.perf_counter()
+        self.dataset, self.size, self.config, self.seed = dataset, size, config, seed
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device, size)
+        torch.manual_seed(seed)
+        self.batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
+                                       in_memory=in_memory)
+        self.held_out = HeldOutSets.build(dataset, config, self.batches.sample_for_means())
+        self.model = MaskedExpressionTransformer(
+            size, dataset.n_genes, dropout=config.dropout,
+            attention_dropout=config.attention_dropout).to(self.device)
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.score = functools.partial(evaluate, self.model, batch_size=config.eval_batch_size,
+                             device=self.device, dtype=self.dtype)
+        self.best = BestCheckpoint(patience=config.patience)
+        self.curve: list[dict] = []
+        self.steps = self.cells_seen = self.masked_seen = 0
+        self.final_train_loss = math.nan
+        self.diverged = False
+
+    def train_steps(self, on_step: Callable[[StepInfo], None] | None, progress: bool) -> None:
+        """Take optimiser steps until the budget is spent or early stopping ends the run."""
+        config = self.config
+        batch_rng = np.random.default_rng(self.seed)
+        mask_rng = torch.Generator(device="cpu").manual_seed(self.seed)
+        peak_lr = config.peak_lr(self.size.d_model)
+        interval_losses: list[float] = []
+        bar = tqdm(total=config.total_steps, desc=f"{self.size.name} seed {self.seed}",
+                   disable=not progress, leave=False)
+        self.model.train()
+        for step, positions in enumerate(self.batches.iterate(config, batch_rng), start=1):
+            lr = learning_rate(step - 1, config, peak_lr)
+            values = self.batches.fetch(positions).to(self.device, non_blocking=True)
+            mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(self.device)
+            loss = optimiser_step(self.model, self.optimizer, values, mask, lr, config, self.dtype)
+            self.steps, self.cells_seen = step, self.cells_seen + len(positions)
+            self.masked_seen += int(mask.sum())
+            interval_losses.append(loss)
+            val_mse = None
+            if step % config.eval_every == 0 or step == config.total_steps:
+                val_mse = self._validate(step, interval_losses)
+                interval_losses = []
+                bar.set_postfix(loss=f"{self.final_train_loss:.4f}", val=f"{val_mse:.4f}")
+            elapsed = time.perf_counter() - self.started
+            self.curve.append({"step": step, "cells_seen": self.cells_seen, "train_loss": loss,
+                               "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed})
+            bar.update(1)
+            if on_step is not None:
+                best_so_far = self.best.val_mse if self.best.state is not None else None
+                on_step(StepInfo(step, config.total_steps, self.cells_seen, loss, lr, val_mse,
+                                 best_so_far, elapsed))
+            if self.best.should_stop or self.diverged:
+                break
+        bar.close()
+
+    def _validate(self, step: int, interval_losses: list[float]) -> float:
+        """Score the validation set; keep the best weights; stop on a non-finite score."""
+        val_mse = self.score(self.held_out.val_values, self.held_out.val_mask)
+        self.final_train_loss = float(np.mean(interval_losses))
+        if math.isfinite(val_mse):
+            self.best.update(val_mse, step, self.model)
+        elif self.best.state is None:
+            raise TrainingDiverged(
+                f"{self.size.name} seed {self.seed}: validation MSE is {val_mse} at step {step}, "
+                "before any finite evaluation; lower the learning rate (--lr)")
+        else:
+            self.diverged = True  # keep the best checkpoint so far
+        return val_mse
+
+    def finish(self, out_dir: str | Path | None) -> TrainResult:
+        """Score the best checkpoint on the test set, save it and the curve, build the result."""
+        self.model.load_state_dict(self.best.state)
+        test_mse = self.score(self.held_out.test_values, self.held_out.test_mask)
+        curve = pl.DataFrame(self.curve, schema=CURVE_SCHEMA)
+        checkpoint = None
+        if out_dir is not None:
+            checkpoint = str(_save_checkpoint(Path(out_dir), self.model, self.config, self.seed,
+                                              self.best.step))
+            curve.write_parquet(Path(out_dir) / "curve.parquet")
+        return TrainResult(
+            params=self.model.num_parameters(),
+            flops_per_cell=self.model.training_flops_per_cell(),
+            steps=self.steps,
+            budget_steps=self.config.total_steps,
+            cells_seen=self.cells_seen,
+            tokens_seen=self.cells_seen * self.dataset.n_genes,
+            masked_tokens_seen=self.masked_seen,
+            best_step=self.best.step,
+            best_val_mse=self.best.val_mse,
+            test_mse=test_mse,
+            baseline_val_mse=self.held_out.baseline_val_mse,
+            baseline_test_mse=self.held_out.baseline_test_mse,
+            final_train_loss=self.final_train_loss,
+            stopped_early=self.best.should_stop or self.diverged,
+            wall_time_s=time.perf_counter() - self.started,
+            device=str(self.device),
+            dtype=self.dtype,
+            checkpoint=checkpoint,
+            curve=curve,
+        )
 
 
 CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float64,
@@ -310,7 +436,28 @@ CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float
 def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Optimizer,
                     values: torch.Tensor, mask: torch.Tensor, lr: float, config: TrainConfig,
                     dtype: str) -> float:
-    """One AdamW step on the MSE over masked positions; returns the batch loss."""
+    """One AdamW step on the MSE over masked positions.
+
+    Parameters
+    ----------
+    model, optimizer
+        The model and its optimiser (see :func:`make_optimizer`).
+    values
+        A batch of cells (cells x genes) on the model's device.
+    mask
+        Boolean, True at the positions masked in this draw.
+    lr
+        Learning rate of this step.
+    config
+        Supplies the gradient-norm clip.
+    dtype
+        ``"fp32"`` or ``"bf16"`` autocast of the forward pass.
+
+    Returns
+    -------
+    float
+        The batch loss before the step.
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr
     with _autocast(values.device, dtype):
@@ -421,7 +568,17 @@ class TrainingBatches:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings only (not biases, norms, mask vector)."""
+    """AdamW with weight decay on matrices and embeddings only (not biases, norms, mask vector).
+
+    Parameters
+    ----------
+    model
+        The model whose parameters are optimised.
+    config
+        Supplies the learning rate and weight decay.
+    device
+        A CUDA device gets the fused implementation.
+    """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [
@@ -446,7 +603,20 @@ def _save_checkpoint(out_dir: Path, model: MaskedExpressionTransformer, config: 
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> MaskedExpressionTransformer:
-    """Rebuild a trained model from a ``best.pt`` written by :func:`train`."""
+    """Rebuild a trained model from a ``best.pt`` written by :func:`train`.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file.
+    map_location
+        Device to load the weights onto.
+
+    Returns
+    -------
+    MaskedExpressionTransformer
+        The model in eval mode.
+    """
     path = Path(path)
     if not path.exists():
         raise ScalelibError(f"no checkpoint at {path}; train the run first")

@@ -12,6 +12,7 @@ from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.train import (
+    TrainingDiverged,
     evaluate,
     fixed_mask,
     learning_rate,
@@ -168,6 +169,30 @@ def test_on_step_callback_sees_every_step():
           on_step=seen.append, progress=False)
     assert [info.step for info in seen] == list(range(1, 7))
     assert [info.val_mse is not None for info in seen] == [False, False, True] * 2
+    assert seen[0].best_val_mse is None and seen[2].best_val_mse == seen[2].val_mse
+
+
+def scripted_scores(monkeypatch, scores: list[float]) -> None:
+    """Make the validation and test scores of the next run come from ``scores``, in order."""
+    import scalelib.train as train_module
+
+    queue = iter(scores)
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(queue))
+
+
+def test_a_first_non_finite_score_raises_naming_the_fix(monkeypatch):
+    scripted_scores(monkeypatch, [math.nan])
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        train(structured_dataset(), TINY, TrainConfig(max_steps=6, batch_size=8, eval_every=3),
+              progress=False)
+
+
+def test_a_later_non_finite_score_stops_and_keeps_the_best(monkeypatch):
+    scripted_scores(monkeypatch, [1.5, math.inf, 1.7])  # val, val, then test
+    result = train(structured_dataset(), TINY,
+                   TrainConfig(max_steps=30, batch_size=8, eval_every=3), progress=False)
+    assert result.steps == 6 and result.stopped_early
+    assert (result.best_step, result.best_val_mse, result.test_mse) == (3, 1.5, 1.7)
 
 
 def test_device_and_dtype_choices():

@@ -70,7 +70,7 @@ def _(bundle, mo):
 
 @app.cell
 def _(bundle, leave_out, regimes):
-    shown = [row for row in bundle.ok_rows if row.get("regime") in regimes.value]
+    shown = [row for row in bundle.scaling_rows if row.get("regime") in regimes.value]
     fitted = [row for row in shown if row.get("size") not in leave_out.value]
     return fitted, shown
 

@@ -30,7 +30,13 @@ def _():
     from scalelib.errors import ScalelibError
     from scalelib.explore import sweeps
     from scalelib.results import read_results
-    from scalelib.scaling import fit_groups, fit_joint_table, write_fits
+    from scalelib.scaling import (
+        data_size_rows,
+        fit_groups,
+        fit_joint_table,
+        scaling_rows,
+        write_fits,
+    )
     from scalelib.sweep import run_sweep
 
     return (
@@ -39,6 +45,7 @@ def _():
         REGIME_PRESETS,
         ScalelibError,
         TRAIN_PRESETS,
+        data_size_rows,
         fit_groups,
         fit_joint_table,
         get_ladder,
@@ -46,6 +53,7 @@ def _():
         plots,
         read_results,
         run_sweep,
+        scaling_rows,
         select_sizes,
         sweeps,
         write_fits,
@@ -260,10 +268,10 @@ def _(
 
 
 @app.cell
-def _(Path, get_sweep_version, mo, out_dir, read_results, sweeps):
+def _(Path, get_sweep_version, mo, out_dir, read_results, scaling_rows):
     get_sweep_version()  # re-read the table after each training
     results = read_results(Path(out_dir.value) / "results.parquet")
-    full_rows = sweeps.full_data_rows(results)
+    full_rows = scaling_rows(results)
     mo.stop(results.height == 0, mo.md(f"No finished runs in `{out_dir.value}` yet."))
     return full_rows, results
 
@@ -316,8 +324,8 @@ def _(fits, fits_path, full_rows, method, mo, plots, sweeps):
 
 
 @app.cell
-def _(ScalelibError, fit_joint_table, mo, plots, results, sweeps):
-    _rows = sweeps.data_sweep_rows(results)
+def _(ScalelibError, data_size_rows, fit_joint_table, mo, plots, results):
+    _rows = data_size_rows(results)
     mo.stop(_rows.height == 0)
     _charts = {}
     for _regime in _rows["regime"].unique(maintain_order=True).to_list():

@@ -35,7 +35,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _new_file_mode() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _new_file_mode() -> int:
+    return 0o666 & ~current_umask()

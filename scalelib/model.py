@@ -42,6 +42,18 @@ class EncoderBlock(nn.Module):
         self.ff_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block.
+
+        Parameters
+        ----------
+        x
+            Token states, shape ``(batch, tokens, d_model)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Updated token states, same shape as ``x``.
+        """
         x = x + self.residual_dropout(self.attn_out(self._attend(self.attn_norm(x))))
         hidden = self.ff_dropout(F.gelu(self.ff_in(self.ff_norm(x))))
         return x + self.residual_dropout(self.ff_out(hidden))
@@ -120,11 +132,27 @@ class MaskedExpressionTransformer(nn.Module):
         return x
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Predict one value per gene, shape ``(batch, n_genes)``; score it on masked genes."""
+        """Predict one value per gene, shape ``(batch, n_genes)``; score it on masked genes.
+
+        Parameters
+        ----------
+        values
+            Normalised log1p expression, shape ``(batch, n_genes)``.
+        mask
+            Boolean, True where a gene is masked, same shape as ``values``.
+        """
         return self.head(self.encode(values, mask)).squeeze(-1)
 
     def cell_embedding(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean-pooled final hidden state per cell, shape ``(batch, d_model)``."""
+        """Mean-pooled final hidden state per cell, shape ``(batch, d_model)``.
+
+        Parameters
+        ----------
+        values
+            Normalised log1p expression, shape ``(batch, n_genes)``.
+        mask
+            Boolean, True where a gene is masked, same shape as ``values``; None masks nothing.
+        """
         if mask is None:
             mask = torch.zeros_like(values, dtype=torch.bool)
         return self.encode(values, mask).mean(dim=1)
@@ -144,6 +172,19 @@ def count_parameters(size: ModelSize, n_genes: int) -> int:
     ``V d`` (gene embedding) + ``2 d`` (value projection) + ``d`` (mask vector)
     + per block ``4 d`` (two LayerNorms) + ``3 d^2 + 3 d`` (QKV) + ``d^2 + d`` (output)
     + ``2 f d^2 + f d + d`` (feed-forward, ``f = ff_mult``) + ``d + 1`` (head).
+
+    Parameters
+    ----------
+    size
+        Width ``d``, depth, heads and feed-forward multiple ``f``.
+    n_genes
+        Vocabulary size ``V``.
+
+    Returns
+    -------
+    int
+        Trainable parameters, embeddings included; equals
+        :meth:`MaskedExpressionTransformer.num_parameters` of the built model.
     """
     d, f = size.d_model, size.ff_mult
     per_block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (2 * f * d * d + f * d + d)
@@ -159,6 +200,18 @@ def training_flops_per_cell(size: ModelSize, n_genes: int) -> float:
     ``4 L T^2 d`` in attention (``Q K^T`` and the weighted sum of ``V``). Training costs three
     forward passes (the backward pass is about twice the forward). Embedding look-ups,
     LayerNorm, GELU, softmax and the optimiser are not counted.
+
+    Parameters
+    ----------
+    size
+        Width ``d``, depth ``L`` and feed-forward multiple ``f``.
+    n_genes
+        Tokens per cell ``T`` (the vocabulary size).
+
+    Returns
+    -------
+    float
+        Forward-plus-backward FLOPs for one cell.
     """
     d, f, layers, tokens = size.d_model, size.ff_mult, size.n_layers, n_genes
     matmul = 2 * tokens * (layers * (4 * d * d + 2 * f * d * d) + 2 * d)

@@ -37,7 +37,16 @@ BASELINE_DASH = [6, 4]
 
 
 def axis_title(column: str, log: bool = False) -> str:
-    """Readable axis title of a column, with `` (log)`` for a log axis."""
+    """Readable axis title of a column, with `` (log)`` for a log axis.
+
+    Parameters
+    ----------
+    column
+        Column name; known names get the title in ``TITLES``, others their name with spaces
+        for underscores.
+    log
+        Mark the title as a log axis (inside a closing parenthesis when it ends with one).
+    """
     title = TITLES.get(column, column.replace("_", " "))
     if not log:
         return title
@@ -251,6 +260,13 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
         ``"step"`` or ``"cells_seen"``.
     log_x
         Log-scale the x axis.
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+
+    Returns
+    -------
+    altair.LayerChart
+        Lines of both curves per run, then points on the validation curve.
     """
     _require(curves, ["run_id", "size", x, "train_loss", "val_mse"], "curves_chart")
     keep = ["run_id", "size", x]
@@ -277,7 +293,23 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
 def test_vs_val_chart(results: pl.DataFrame, *, color: str | None = "regime",
                       title: str | None = None, width: int = 360,
                       height: int = 360) -> alt.LayerChart:
-    """Test MSE against best validation MSE per run, with the line y = x."""
+    """Test MSE against best validation MSE per run, with the line y = x.
+
+    Parameters
+    ----------
+    results
+        Results table with ``best_val_mse`` and ``test_mse`` (only ``status == "ok"`` rows are
+        drawn when it has a status column).
+    color
+        Column that colours points (None or absent: one series).
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+
+    Returns
+    -------
+    altair.LayerChart
+        The dashed diagonal, then the points, on one linear scale shared by both axes.
+    """
     _require(results, ["best_val_mse", "test_mse"], "test_vs_val_chart")
     points = _series(ok_rows(results), color).filter(
         pl.col("best_val_mse").is_not_null() & pl.col("test_mse").is_not_null())
@@ -313,6 +345,24 @@ def data_size_chart(results: pl.DataFrame, fits: JointFit | Sequence[JointFit] |
     Points are runs; solid lines join the seed means per size. ``fits`` (joint fits of
     ``L(N, D)`` from :func:`scalelib.scaling.fit_joint_table`, fitted with ``d = x``) add their
     predictions at each size's parameter count as dashed lines.
+
+    Parameters
+    ----------
+    results
+        Results table with ``x``, ``y`` and ``size`` (and ``params`` for the joint-fit lines);
+        only ``status == "ok"`` rows are drawn when it has a status column.
+    fits
+        One joint fit or several (one per group); a fit's group selects its rows. None: no
+        dashed lines.
+    x, y
+        Columns on the axes (training-set size and loss).
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+
+    Returns
+    -------
+    altair.LayerChart
+        Layers: points, seed-mean lines and (when fits are given) joint-fit lines.
     """
     _require(results, [x, y, "size"], "data_size_chart")
     points = ok_rows(results).filter(pl.col(x).is_not_null() & pl.col(y).is_not_null())
@@ -378,6 +428,27 @@ def save_chart(chart: alt.TopLevelMixin, stem: str | Path, *,
     """Write ``stem.png`` and ``stem.svg`` (offline, through vl-convert); return the paths.
 
     Each file is written to a temporary name and renamed, so a reader never sees half a file.
+
+    Parameters
+    ----------
+    chart
+        Any top-level Altair chart.
+    stem
+        Output path without extension; its folder is created when missing.
+    formats
+        Extensions to write, each a format vl-convert knows (e.g. ``png``, ``svg``, ``pdf``).
+    scale
+        Pixel scale factor of PNG output (ignored for other formats).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of ``formats``.
+
+    Raises
+    ------
+    ScalelibError
+        vl-convert is not installed.
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)

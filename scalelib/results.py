@@ -67,7 +67,23 @@ def empty_results() -> pl.DataFrame:
 
 
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
-    """Build a results table from row dictionaries, checking every column is present."""
+    """Build a results table from row dictionaries, checking every column is present.
+
+    Parameters
+    ----------
+    rows
+        One dictionary per run, keyed by exactly the columns of ``RESULTS_SCHEMA``.
+
+    Returns
+    -------
+    polars.DataFrame
+        The rows in schema order and dtypes.
+
+    Raises
+    ------
+    ValueError
+        A row lacks a column or has a column the schema does not know.
+    """
     for row in rows:
         missing = [name for name in RESULT_COLUMNS if name not in row]
         extra = [name for name in row if name not in RESULTS_SCHEMA]
@@ -78,7 +94,23 @@ def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def read_results(path: str | Path) -> pl.DataFrame:
-    """Read a results table (an empty table when the file does not exist yet)."""
+    """Read a results table (an empty table when the file does not exist yet).
+
+    Parameters
+    ----------
+    path
+        Parquet file written by :func:`write_results`.
+
+    Returns
+    -------
+    polars.DataFrame
+        The schema's columns, in schema order (extra columns on disk are dropped).
+
+    Raises
+    ------
+    ScalelibError
+        The file cannot be read or lacks a schema column.
+    """
     path = Path(path)
     if not path.exists():
         return empty_results()
@@ -98,7 +130,20 @@ def read_results(path: str | Path) -> pl.DataFrame:
 
 
 def write_results(table: pl.DataFrame, path: str | Path) -> Path:
-    """Write a results table atomically (temporary file, then rename)."""
+    """Write a results table atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    table
+        Results table holding at least the schema's columns; only those are written.
+    path
+        Destination parquet file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     with atomic_path(path) as temporary:
         table.select(RESULT_COLUMNS).write_parquet(temporary)
@@ -106,7 +151,20 @@ def write_results(table: pl.DataFrame, path: str | Path) -> Path:
 
 
 def append_results(rows: list[dict], path: str | Path) -> pl.DataFrame:
-    """Append rows to the table at ``path``, replacing earlier rows of the same run_id."""
+    """Append rows to the table at ``path``, replacing earlier rows of the same run_id.
+
+    Parameters
+    ----------
+    rows
+        New result rows, each with every schema column (see :func:`rows_to_frame`).
+    path
+        Results parquet file; created when it does not exist.
+
+    Returns
+    -------
+    polars.DataFrame
+        The whole table as written: kept earlier rows, then the new rows.
+    """
     new = rows_to_frame(rows)
     existing = read_results(path)
     kept = existing.filter(~pl.col("run_id").is_in(new["run_id"].to_list()))
@@ -116,7 +174,13 @@ def append_results(rows: list[dict], path: str | Path) -> pl.DataFrame:
 
 
 def finished_run_ids(path: str | Path) -> set[str]:
-    """IDs of runs in the table that finished with status ``ok``."""
+    """IDs of runs in the table that finished with status ``ok``.
+
+    Parameters
+    ----------
+    path
+        Results parquet file (a missing file gives an empty set).
+    """
     table = read_results(path)
     return set(table.filter(pl.col("status") == "ok")["run_id"].to_list())
 

@@ -35,7 +35,7 @@ from scalelib.cli import main
 from scalelib.cli.export_cmd import html_errors
 from scalelib.errors import ScalelibError
 from scalelib.explore import purefit, vegalite, wasm
-from scalelib.explore.bundle import BUNDLE_NAME, load_bundle, parse_bundle
+from scalelib.explore.bundle import BUNDLE_NAME, Bundle, load_bundle, parse_bundle
 from scalelib.scaling import fit_power_law
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,25 @@ def test_explorer_notebook_runs_headless_on_a_sweep_directory(smoke_sweep):
 
 # --------------------------------------------------------------------------------------------
 # The explorer's pure-Python fits and data file
+
+
+def test_explorer_fits_in_p_leave_out_the_smaller_data_sizes():
+    rows = [{"dataset": "rich", "n_train_cells": n, "size": size, "status": "ok"}
+            for n in (1000, 18000) for size in ("D0", "D1")]
+    rows.append({"dataset": "limited", "n_train_cells": 900, "size": "D0", "status": "ok"})
+    kept = Bundle(rows=rows).scaling_rows
+    assert [(row["dataset"], row["n_train_cells"]) for row in kept] == [
+        ("rich", 18000), ("rich", 18000), ("limited", 900)]
+
+
+def test_pure_fit_shares_scalelib_settings():
+    from scalelib.scaling import methods, optimise, params, powerlaw
+
+    shared = {"GRID_POINTS": methods, "GRID_TOP": methods, "HUBER_DELTA": optimise,
+              "ALPHA_BOUNDS": params, "LOG_FLOOR": params, "FLAT_P_VALUE": powerlaw,
+              "CI_LEVEL": powerlaw}
+    for name, module in shared.items():
+        assert getattr(purefit, name) == getattr(module, name), name
 
 
 @pytest.mark.parametrize("method", ["grid", "huber"])

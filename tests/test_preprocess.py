@@ -77,11 +77,13 @@ def test_genes_are_scanpys_seurat_v3_choice_on_training_cells(counts, dataset):
     assert dataset.var["highly_variable_rank"].to_list() == list(range(48))
 
 
-def test_values_are_log1p_of_counts_normalised_over_selected_genes(counts, dataset):
-    raw = counts[dataset.obs["cell_id"].to_list(), dataset.genes].X.toarray().astype(np.float64)
-    expected = np.log1p(raw / raw.sum(axis=1, keepdims=True) * 1e4)
+def test_values_are_scanpys_normalise_total_and_log1p_over_selected_genes(counts, dataset):
+    selected = counts[dataset.obs["cell_id"].to_list(), dataset.genes].copy()
+    selected.X = selected.X.astype(np.float64)
+    sc.pp.normalize_total(selected, target_sum=1e4)
+    sc.pp.log1p(selected)
     assert dataset.X.dtype == np.float32
-    np.testing.assert_allclose(dataset.X, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dataset.X, selected.X.toarray(), rtol=1e-5, atol=1e-5)
 
 
 def test_tables_and_manifest(dataset):
@@ -199,6 +201,9 @@ def test_dataset_from_anndata(dataset):
     adata.obs["bad"] = "training"
     with pytest.raises(ScalelibError, match="use train, val, test"):
         dataset_from_anndata(adata, split_key="bad")
+    adata.obs["no_test"] = adata.obs["split"].replace({"test": "val"})
+    with pytest.raises(ScalelibError, match="no test cells"):
+        dataset_from_anndata(adata, split_key="no_test")
     counts_like = ad.AnnData(X=np.round(np.expm1(adata.X)), obs=adata.obs)
     with pytest.raises(ScalelibError, match="raw counts"):
         dataset_from_anndata(counts_like)

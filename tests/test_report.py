@@ -397,6 +397,7 @@ def test_numbers_are_formatted_for_prose():
     assert fmt(1350) == "1,350" and fmt(0.0658123) == "0.0658" and fmt(None) == "n/a"
     assert fmt(float("nan")) == "n/a" and fmt(5.51e-10) == "5.51×10^−10^"
     assert fmt(12345.6) == "12,346" and fmt(2.0e7) == "2×10^7^"
+    assert fmt(999.7) == "1,000" and fmt(9.9996e6) == "1×10^7^"  # rounding changes the form
     assert with_ci(0.5, [0.4, 0.6]) == "0.5 [0.4, 0.6]" and with_ci(0.5, [None, 0.6]) == "0.5"
     assert join_words(["a", "b", "c"]) == "a, b and c" and join_words([]) == "none"
 

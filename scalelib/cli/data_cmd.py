@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalelib.cli.core import int_list
 from scalelib.config import PAPER_REGIMES, Regime
 from scalelib.errors import ScalelibError
 
+if TYPE_CHECKING:  # imported at run time only by the commands that need it
+    from scalelib.data.store import ExpressionDataset
+
 DATASETS_DIR = Path("data/datasets")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data build`` and ``data info``."""
+    """Add ``data build`` and ``data info``.
+
+    Parameters
+    ----------
+    subparsers
+        The subcommand group of the ``scalelib`` parser; ``data`` is added to it.
+    """
     parser = subparsers.add_parser("data", help="build and inspect on-disk datasets")
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _register_build(commands)
@@ -91,7 +101,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _build_dataset(args: argparse.Namespace, n_genes: int, sizes: list[int] | None,
-                   label: str, spill_dir: Path):
+                   label: str, spill_dir: Path) -> ExpressionDataset:
     source = args.source
     common = {"seed": args.seed, "holdout": args.holdout, "stratify": args.stratify or None}
     if source == "census" or source.startswith("soma:"):
@@ -111,7 +121,7 @@ def _build_dataset(args: argparse.Namespace, n_genes: int, sizes: list[int] | No
 
 
 def _build_from_soma(args: argparse.Namespace, n_genes: int, sizes: list[int] | None,
-                     label: str, spill_dir: Path, common: dict):
+                     label: str, spill_dir: Path, common: dict) -> ExpressionDataset:
     from scalelib.data.census import (
         CHUNK_CELLS,
         DEFAULT_CENSUS_VERSION,
@@ -154,7 +164,7 @@ def _refuse_census_options(args: argparse.Namespace) -> None:
         )
 
 
-def _print_built(out: Path, dataset) -> None:
+def _print_built(out: Path, dataset: ExpressionDataset) -> None:
     manifest = dataset.manifest
     cells = {split: dataset.n_cells(split) for split in ("train", "val", "test")}
     print(f"wrote {out}: {sum(cells.values()):,} cells (train {cells['train']:,}, "

@@ -11,7 +11,9 @@ ends here with the cells it drew, their metadata and their raw counts as :class:
    top-``k`` selection on the same cells; the transformer has no positional encoding, so the
    order does not change what it learns);
 3. normalises each cell to a total of 1e4 over the selected genes and takes ``log1p``, dense
-   float32 (a third pass). A cell with no counts over the selected genes has no size factor:
+   float32 (a third pass; the arithmetic of scanpy's ``normalize_total`` and ``log1p``, done
+   per block because those need the whole matrix in memory; a test compares the two). A
+   cell with no counts over the selected genes has no size factor:
    it is dropped from its split (the manifest counts such cells);
 4. orders the training cells at random (``train_rank``): the first ``D`` form the nested
    training subset of size ``D``, so every data size shares one gene list, val and test set.
@@ -92,6 +94,12 @@ def assemble_dataset(
         Further top-level manifest entries (the Census version and obs filter).
     extra_packages
         Further distributions whose versions the manifest records (``tiledbsoma``).
+
+    Returns
+    -------
+    ExpressionDataset
+        The dataset in memory (not yet written): values of the kept cells over the selected
+        genes in HVG-rank order, obs with split and train_rank, var, manifest and HVG table.
     """
     fractions = check_fractions(split_fractions)
     _, split_rng, rank_rng = child_rngs(seed, 3)
@@ -157,19 +165,44 @@ def normalise_selected(counts: CountRows, genes: np.ndarray) -> tuple[np.ndarray
 
 
 def versions(*extra: str) -> dict[str, str]:
-    """Versions of the code and packages that shape a dataset's values."""
+    """Versions of the code and packages that shape a dataset's values.
+
+    Parameters
+    ----------
+    *extra
+        Further distribution names to record beside numpy, scipy, scikit-misc, anndata and
+        scanpy.
+    """
     return {"scalelib": code_version(),
             **package_versions("numpy", "scipy", "scikit-misc", "anndata", "scanpy", *extra)}
 
 
 def plain(provenance: dict) -> dict:
-    """A copy with numpy scalars (as read back from .h5ad) turned into Python values."""
+    """A copy with numpy scalars (as read back from .h5ad) turned into Python values.
+
+    Parameters
+    ----------
+    provenance
+        A flat dictionary; nested values are copied as they are.
+    """
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in provenance.items()}
 
 
 def preprocessing_record(n_genes: int, n_hvg_cells: int, id_column: str,
                          dropped: dict[str, int]) -> dict:
-    """How the values were made, for the manifest."""
+    """How the values were made, for the manifest.
+
+    Parameters
+    ----------
+    n_genes
+        Genes selected (V).
+    n_hvg_cells
+        Training cells the HVG statistics were computed on.
+    id_column
+        The var column of gene IDs (:func:`gene_id_column`).
+    dropped
+        Cells dropped per split for having no counts over the selected genes.
+    """
     return {
         "steps": [
             "validate raw counts", "draw cells", "split", "highly_variable_genes",
@@ -191,7 +224,13 @@ def preprocessing_record(n_genes: int, n_hvg_cells: int, id_column: str,
 
 
 def gene_id_column(var: pd.DataFrame) -> str:
-    """The var column holding gene IDs (``"var_names"`` when there is none)."""
+    """The var column holding gene IDs (``"var_names"`` when there is none).
+
+    Parameters
+    ----------
+    var
+        Gene table; the first of ``GENE_ID_COLUMNS`` it has is returned.
+    """
     return next((c for c in GENE_ID_COLUMNS if c in var.columns), "var_names")
 
 
@@ -201,7 +240,21 @@ def _gene_ids(var: pd.DataFrame) -> np.ndarray:
 
 
 def hvg_table(hvg: pd.DataFrame, var: pd.DataFrame) -> pl.DataFrame:
-    """seurat_v3 statistics of every gene detected in the training cells (``hvg.parquet``)."""
+    """seurat_v3 statistics of every gene detected in the training cells (``hvg.parquet``).
+
+    Parameters
+    ----------
+    hvg
+        :func:`scalelib.data.hvg.seurat_v3` output over all genes.
+    var
+        All genes, in the same order as ``hvg`` (for the gene IDs).
+
+    Returns
+    -------
+    polars.DataFrame
+        gene_name, gene_id, means, variances, variances_norm and selected, for genes with
+        ``n_cells_detected > 0``.
+    """
     detected = (hvg["n_cells_detected"] > 0).to_numpy()
     return pl.DataFrame({
         "gene_name": np.asarray(hvg.index[detected], dtype=str),
@@ -214,7 +267,14 @@ def hvg_table(hvg: pd.DataFrame, var: pd.DataFrame) -> pl.DataFrame:
 
 
 def var_table(var: pd.DataFrame) -> pl.DataFrame:
-    """``gene_id``, ``gene_name`` and the HVG statistics that ``var`` has."""
+    """``gene_id``, ``gene_name`` and the HVG statistics that ``var`` has.
+
+    Parameters
+    ----------
+    var
+        Selected genes, indexed by name, optionally with the columns of ``HVG_COLUMNS``
+        (``highly_variable_rank`` is written as Int64, the others as Float64).
+    """
     table = pl.DataFrame({
         "gene_id": _gene_ids(var),
         "gene_name": np.asarray(var.index, dtype=str),
@@ -232,6 +292,15 @@ def obs_table(obs: pd.DataFrame, split: np.ndarray, rank: np.ndarray) -> pl.Data
     Float columns stay floats; every other column (labels, integer IDs, flags) becomes a
     string column with nulls for missing values. Source columns named like the reserved ones
     are kept as ``source_<name>``.
+
+    Parameters
+    ----------
+    obs
+        Metadata of the kept cells, indexed by cell ID.
+    split
+        Split label per cell.
+    rank
+        Training rank per cell (:func:`scalelib.data.splits.train_rank`).
     """
     columns = [
         pl.Series("cell_id", np.asarray(obs.index, dtype=str)),

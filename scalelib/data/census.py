@@ -41,6 +41,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from scalelib.data.build import assemble_dataset
 from scalelib.data.soma_store import (
@@ -67,6 +69,9 @@ from scalelib.data.splits import (
 )
 from scalelib.data.store import ExpressionDataset, hash_strings
 from scalelib.errors import ScalelibError
+
+if TYPE_CHECKING:  # optional, heavy package: imported at run time by import_census only
+    import tiledbsoma
 
 # The current long-term-supported Census release (the "stable" alias since November 2025;
 # the previous LTS is "2025-01-30"). Pinned so that a dataset is reproducible.
@@ -122,8 +127,10 @@ def build_census_dataset(
     seed
         Seed of the draw, the split and the training order.
     stratify, holdout, split_fractions
-        Split design (see :func:`scalelib.data.preprocess.build_dataset`), e.g.
-        ``holdout="dataset_id"`` or ``"donor_id"``.
+        Split design (see :func:`scalelib.data.preprocess.build_dataset`): label column whose
+        proportions every split keeps, column whose groups go whole to one split (e.g.
+        ``holdout="dataset_id"`` or ``"donor_id"``; takes precedence over ``stratify``), and
+        train, val and test fractions.
     regime
         Regime label recorded in the manifest.
     chunk_cells
@@ -133,6 +140,12 @@ def build_census_dataset(
         put it on the disk that will hold the dataset.
     progress
         Show progress bars.
+
+    Returns
+    -------
+    ExpressionDataset
+        The built dataset (written by :func:`~scalelib.data.build.assemble_dataset`), with the
+        store, release, filter and drawn joinids recorded in its provenance.
     """
     if chunk_cells < 1:
         raise ScalelibError("chunk_cells must be a positive integer")
@@ -190,6 +203,12 @@ def compose_obs_filter(
         Values matched against ``assay`` (``"10x 3' v3"``) and ``disease`` (``"normal"``).
     extra
         A further term in SOMA value-filter syntax (``"sex == 'female'"``).
+
+    Returns
+    -------
+    str or None
+        The single term, or every term in parentheses joined with ``and``; None when there is
+        no term.
     """
     terms = [base] if base else []
     if tissue:
@@ -210,8 +229,33 @@ def _values(values: Sequence[str]) -> str:
 
 
 @contextmanager
-def open_census(census_module, soma, *, uri: str | None, census_version: str):
-    """Open the public Census (after a quick reachability probe) or a store at ``uri``."""
+def open_census(census_module: ModuleType, soma: ModuleType, *, uri: str | None,
+                census_version: str) -> Iterator[tiledbsoma.Collection]:
+    """Open the public Census (after a quick reachability probe) or a store at ``uri``.
+
+    A context manager: the Collection is closed on exit.
+
+    Parameters
+    ----------
+    census_module, soma
+        The ``cellxgene_census`` and ``tiledbsoma`` modules (from
+        :func:`~scalelib.data.soma_store.import_census`).
+    uri
+        Local path or URI of a store in the Census layout; None opens the public Census.
+    census_version
+        Census release opened when ``uri`` is None.
+
+    Yields
+    ------
+    tiledbsoma.Collection
+        The open root Collection.
+
+    Raises
+    ------
+    ScalelibError
+        No store at a local ``uri``, the store cannot be opened, the Census is unreachable or
+        the release is unknown.
+    """
     if uri is not None:
         _check_local_uri(uri)
         try:
@@ -228,7 +272,8 @@ def open_census(census_module, soma, *, uri: str | None, census_version: str):
         yield census
 
 
-def _open_public(census_module, soma, census_version: str):
+def _open_public(census_module: ModuleType, soma: ModuleType,
+                 census_version: str) -> tiledbsoma.Collection:
     try:
         return census_module.open_soma(census_version=census_version,
                                        tiledb_config=TILEDB_CONFIG)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from scipy import sparse
 
 from scalelib.errors import ScalelibError
@@ -51,11 +52,33 @@ class CountRows:
         return int(self.indptr[-1])
 
     def entries(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """float32 counts and gene positions of entries ``lo:hi``."""
+        """float32 counts and gene positions of entries ``lo:hi``.
+
+        Parameters
+        ----------
+        lo, hi
+            Start and stop offsets into the stored entries (as in ``indptr``).
+
+        Returns
+        -------
+        data, indices : numpy.ndarray
+            ``hi - lo`` float32 counts and their gene positions.
+        """
         raise NotImplementedError
 
     def block(self, start: int, stop: int) -> sparse.csr_matrix:
-        """Rows ``start:stop`` as a CSR matrix."""
+        """Rows ``start:stop`` as a CSR matrix.
+
+        Parameters
+        ----------
+        start, stop
+            First row and one past the last row (``0 <= start <= stop <= n_cells``).
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix
+            ``(stop - start) x n_genes`` float32 counts (may share memory with the store).
+        """
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
         data, indices = self.entries(lo, hi)
         return sparse.csr_matrix((data, indices, self.indptr[start:stop + 1] - lo),
@@ -72,6 +95,12 @@ class CountRows:
         max_nnz, max_rows
             Bounds on the stored entries and rows of a block (a single row may exceed
             ``max_nnz``).
+
+        Yields
+        ------
+        scipy.sparse.csr_matrix
+            Blocks of consecutive rows over all genes; with ``rows``, only the kept rows of
+            each block (blocks with none are skipped).
         """
         for start, stop in _row_ranges(self.indptr, max_nnz, max_rows):
             keep = None if rows is None else rows[start:stop]
@@ -99,8 +128,15 @@ class CsrRows(CountRows):
         self.indices = indices
 
     @classmethod
-    def from_matrix(cls, matrix) -> CsrRows:
-        """Wrap a scipy sparse or dense matrix as float32 CSR (no copy when it already is)."""
+    def from_matrix(cls, matrix: np.ndarray | sparse.spmatrix | sparse.sparray) -> CsrRows:
+        """Wrap a scipy sparse or dense matrix as float32 CSR (no copy when it already is).
+
+        Parameters
+        ----------
+        matrix
+            Cells x genes raw counts. Duplicate entries are summed and indices sorted (on a
+            copy) when the CSR form is not canonical.
+        """
         csr = sparse.csr_matrix(matrix, dtype=np.float32)
         if not csr.has_canonical_format:
             csr = csr.copy()
@@ -108,7 +144,13 @@ class CsrRows(CountRows):
         return cls(csr.data, csr.indices, csr.indptr, csr.shape[1])
 
     def entries(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Views of the entries ``lo:hi``."""
+        """Views of the entries ``lo:hi``.
+
+        Parameters
+        ----------
+        lo, hi
+            Start and stop offsets into the stored entries.
+        """
         return self.data[lo:hi], self.indices[lo:hi]
 
 
@@ -124,12 +166,18 @@ class SpilledRows(CountRows):
         self.directory = Path(directory)
 
     def entries(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Entries ``lo:hi`` read from ``data.f32`` and ``indices.i32``."""
+        """Entries ``lo:hi`` read from ``data.f32`` and ``indices.i32``.
+
+        Parameters
+        ----------
+        lo, hi
+            Start and stop offsets into the stored entries.
+        """
         return (_read(self.directory / "data.f32", np.float32, lo, hi),
                 _read(self.directory / "indices.i32", np.int32, lo, hi))
 
 
-def _read(path: Path, dtype, lo: int, hi: int) -> np.ndarray:
+def _read(path: Path, dtype: npt.DTypeLike, lo: int, hi: int) -> np.ndarray:
     if hi <= lo:
         return np.zeros(0, dtype=dtype)
     return np.fromfile(path, dtype=dtype, count=hi - lo, offset=lo * np.dtype(dtype).itemsize)
@@ -166,7 +214,19 @@ class SpillWriter:
         self._indices = open(self.directory / "indices.i32", "wb")  # noqa: SIM115
 
     def append(self, chunk: sparse.csr_matrix) -> None:
-        """Write the rows of ``chunk`` (float32 counts over all ``n_genes`` genes)."""
+        """Write the rows of ``chunk`` (float32 counts over all ``n_genes`` genes).
+
+        Parameters
+        ----------
+        chunk
+            Rows to append after those already written; converted to float32 and duplicate
+            entries summed.
+
+        Raises
+        ------
+        ScalelibError
+            ``chunk`` does not have ``n_genes`` columns.
+        """
         if chunk.shape[1] != self.n_genes:
             raise ScalelibError(f"a chunk has {chunk.shape[1]} genes, expected {self.n_genes}")
         chunk = sparse.csr_matrix(chunk, dtype=np.float32)

@@ -5,8 +5,12 @@ every training cell over every gene in memory at once (and casts them to float64
 which for 180,000 Census cells over ~60,000 genes means several GB. scanpy has no streaming
 variant, so this module computes the same statistics from blocks of rows:
 
-1. pass 1 accumulates, per gene, the sum and the sum of squares of the counts (float64
-   sums of integer-valued terms, exact); means and unbiased variances follow;
+1. pass 1 accumulates, per gene, the sum and the sum of squares of the counts, both in
+   float64 (exact for integer-valued terms while a sum stays below 2^53). Each square is
+   first taken in the counts' dtype (float32 for :class:`~scalelib.data.counts.CountRows`
+   blocks, as in scanpy), so it is exact for counts up to 4096 (squares up to 2^24); a larger
+   count's square may be rounded to float32's 24-bit significand (relative error up to
+   2^-24) before it is added. Means and unbiased variances follow;
 2. the loess fit of ``log10(variance)`` on ``log10(mean)`` (scikit-misc, ``span=0.3``,
    ``degree=2``) over the genes with non-zero variance gives the expected standard deviation
    ``sd_g``; counts are clipped at ``mean_g + sd_g * sqrt(n_cells)``;
@@ -83,7 +87,18 @@ def seurat_v3(
 
 
 def selected_genes(hvg: pd.DataFrame) -> pd.Index:
-    """The selected genes in rank order (most variable first)."""
+    """The selected genes in rank order (most variable first).
+
+    Parameters
+    ----------
+    hvg
+        Result of :func:`seurat_v3` (needs ``highly_variable`` and ``highly_variable_rank``).
+
+    Returns
+    -------
+    pandas.Index
+        Names of the genes with ``highly_variable`` set, sorted by rank.
+    """
     chosen = hvg[hvg["highly_variable"]]
     return chosen.index[np.argsort(chosen["highly_variable_rank"].to_numpy())]
 

@@ -215,12 +215,14 @@ def _given_split(obs: pd.DataFrame, split_key: str) -> np.ndarray:
     unknown = sorted(set(split) - set(SPLITS))
     if unknown:
         raise ScalelibError(f"split column {split_key!r} holds {unknown}; use train, val, test")
-    if not ((split == "train").any() and (split == "val").any()):
-        raise ScalelibError(f"split column {split_key!r} needs train and val cells")
+    missing = [name for name in SPLITS if not (split == name).any()]
+    if missing:
+        raise ScalelibError(f"split column {split_key!r} has no {' or '.join(missing)} cells; "
+                            "training needs train, val and test cells")
     return split
 
 
-def _log_expression(matrix) -> np.ndarray:
+def _log_expression(matrix: np.ndarray | sparse.spmatrix) -> np.ndarray:
     """Dense float32 values, refused when they look like raw counts or are not finite."""
     values = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
     values = values.astype(np.float32, copy=False)

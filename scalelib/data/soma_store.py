@@ -16,10 +16,12 @@ counts of the drawn cells in chunks of consecutive joinids, written to a disk sp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,10 @@ from tqdm.auto import tqdm
 from scalelib.data.counts import SpilledRows, SpillWriter
 from scalelib.data.sources import check_counts
 from scalelib.errors import ScalelibError
+
+if TYPE_CHECKING:  # optional, heavy packages: imported at run time only where needed
+    import anndata
+    import tiledbsoma
 
 ORGANISM = "Homo sapiens"
 MEASUREMENT = "RNA"
@@ -41,8 +47,19 @@ LOCAL_ALTERNATIVES = (
 )
 
 
-def import_census():
-    """Import tiledbsoma and cellxgene_census, or explain how to install them."""
+def import_census() -> tuple[ModuleType, ModuleType]:
+    """Import tiledbsoma and cellxgene_census, or explain how to install them.
+
+    Returns
+    -------
+    tuple of module
+        The ``tiledbsoma`` and ``cellxgene_census`` modules, in that order.
+
+    Raises
+    ------
+    ScalelibError
+        Either package is missing; the message names the install command and local sources.
+    """
     try:
         import cellxgene_census
         import tiledbsoma
@@ -54,8 +71,29 @@ def import_census():
     return tiledbsoma, cellxgene_census
 
 
-def matching_cells(experiment, obs_filter: str | None, progress: bool = False) -> np.ndarray:
-    """Sorted ``soma_joinid`` of the cells the filter matches (read in batches)."""
+def matching_cells(experiment: tiledbsoma.Experiment, obs_filter: str | None,
+                   progress: bool = False) -> np.ndarray:
+    """Sorted ``soma_joinid`` of the cells the filter matches (read in batches).
+
+    Parameters
+    ----------
+    experiment
+        Experiment in the Census layout (e.g. from :func:`experiment_of`).
+    obs_filter
+        SOMA value filter on obs columns; None matches every cell.
+    progress
+        Show a progress bar over the read batches.
+
+    Returns
+    -------
+    numpy.ndarray
+        The matching joinids in increasing order (int64), never empty.
+
+    Raises
+    ------
+    ScalelibError
+        The filter is refused by SOMA or matches no cell.
+    """
     import tiledbsoma
 
     parts = []
@@ -74,10 +112,26 @@ def matching_cells(experiment, obs_filter: str | None, progress: bool = False) -
     return joinids
 
 
-def read_obs(experiment, joinids: np.ndarray, extra: Sequence[str | None] = ()) -> pd.DataFrame:
+def read_obs(experiment: tiledbsoma.Experiment, joinids: np.ndarray,
+             extra: Sequence[str | None] = ()) -> pd.DataFrame:
     """Metadata of the given cells (in their order), indexed by ``soma_joinid`` as a string.
 
     Reads the columns of :data:`OBS_COLUMNS` and ``extra`` that obs has.
+
+    Parameters
+    ----------
+    experiment
+        Experiment in the Census layout.
+    joinids
+        ``soma_joinid`` of the cells to read, in the order wanted for the rows.
+    extra
+        Further columns to read when obs has them (None entries are skipped), e.g. the
+        stratify and holdout columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per joinid, in the order of ``joinids``.
     """
     available = set(experiment.obs.schema.names)
     columns = [c for c in dict.fromkeys((*OBS_COLUMNS, *extra)) if c and c in available]
@@ -87,8 +141,23 @@ def read_obs(experiment, joinids: np.ndarray, extra: Sequence[str | None] = ()) 
     return frame
 
 
-def check_obs_column(experiment, column: str | None, role: str) -> None:
-    """Refuse a ``column`` (to hold out, ...) that obs lacks, naming the columns it has."""
+def check_obs_column(experiment: tiledbsoma.Experiment, column: str | None, role: str) -> None:
+    """Refuse a ``column`` (to hold out, ...) that obs lacks, naming the columns it has.
+
+    Parameters
+    ----------
+    experiment
+        Experiment whose obs schema is checked.
+    column
+        Column to look for; None passes.
+    role
+        What the column is for, as the message says it (``"hold out groups of"``).
+
+    Raises
+    ------
+    ScalelibError
+        obs has no column ``column``.
+    """
     names = [c for c in experiment.obs.schema.names if c != "soma_joinid"]
     if column is not None and column not in names:
         raise ScalelibError(
@@ -96,10 +165,23 @@ def check_obs_column(experiment, column: str | None, role: str) -> None:
         )
 
 
-def read_var(experiment) -> tuple[pd.DataFrame, int]:
+def read_var(experiment: tiledbsoma.Experiment) -> tuple[pd.DataFrame, int]:
     """Genes of the measurement, indexed by unique name, with ``gene_ids`` and ``soma_joinid``.
 
-    Returns the table and the number of gene names made unique (``NAME-1``, ... as anndata).
+    Names come from ``feature_name`` (else ``var_id``, else ``feature_id``) and ids from
+    ``feature_id`` (else the name column); rows are in ``soma_joinid`` order.
+
+    Parameters
+    ----------
+    experiment
+        Experiment with the measurement ``RNA``.
+
+    Returns
+    -------
+    var : pandas.DataFrame
+        One row per gene.
+    renamed : int
+        Number of gene names made unique (``NAME-1``, ... as anndata).
     """
     import anndata as ad
 
@@ -119,8 +201,20 @@ def read_var(experiment) -> tuple[pd.DataFrame, int]:
     return var, renamed
 
 
-def census_summary(census) -> dict[str, str]:
-    """``census_info/summary`` as a dictionary (empty when the store has none)."""
+def census_summary(census: tiledbsoma.Collection) -> dict[str, str]:
+    """``census_info/summary`` as a dictionary (empty when the store has none).
+
+    Parameters
+    ----------
+    census
+        Root Collection of a store in the Census layout.
+
+    Returns
+    -------
+    dict of str to str
+        Only the rows ``census_build_date``, ``census_schema_version`` and
+        ``dataset_schema_version`` that the summary holds, label to value.
+    """
     try:
         info = census["census_info"]
         frame = info["summary"].read().concat().to_pandas()
@@ -130,9 +224,34 @@ def census_summary(census) -> dict[str, str]:
     return {row.label: str(row.value) for row in frame.itertuples() if row.label in keep}
 
 
-def spill_counts(experiment, joinids: np.ndarray, var: pd.DataFrame, directory: Path,
-                 chunk_cells: int, progress: bool = False) -> SpilledRows:
-    """Read the raw counts of ``joinids`` in chunks and spill them to ``directory``."""
+def spill_counts(experiment: tiledbsoma.Experiment, joinids: np.ndarray, var: pd.DataFrame,
+                 directory: Path, chunk_cells: int, progress: bool = False) -> SpilledRows:
+    """Read the raw counts of ``joinids`` in chunks and spill them to ``directory``.
+
+    The next chunk is read in a background thread while the current one is checked
+    (:func:`~scalelib.data.sources.check_counts`) and written.
+
+    Parameters
+    ----------
+    experiment
+        Experiment with the X layer ``raw`` in measurement ``RNA``.
+    joinids
+        ``soma_joinid`` of the cells, sorted increasing; rows of the spill follow this order.
+    var
+        Genes as :func:`read_var` returns them; its ``soma_joinid`` column gives the column
+        order of the spill.
+    directory
+        Existing folder for the spill files.
+    chunk_cells
+        Cells per read (positive).
+    progress
+        Show a progress bar over cells.
+
+    Returns
+    -------
+    SpilledRows
+        The spilled float32 counts, ``len(joinids)`` rows by ``len(var)`` genes.
+    """
     layer = _x_layer(experiment)
     lookup = _position_lookup(var["soma_joinid"].to_numpy())
     writer = SpillWriter(directory, len(var))
@@ -152,7 +271,8 @@ def spill_counts(experiment, joinids: np.ndarray, var: pd.DataFrame, directory: 
         bar.close()
 
 
-def _prefetched(chunks: list[np.ndarray], read) -> Iterator[tuple[np.ndarray, sparse.csr_matrix]]:
+def _prefetched(chunks: list[np.ndarray], read: Callable[[np.ndarray], sparse.csr_matrix]
+                ) -> Iterator[tuple[np.ndarray, sparse.csr_matrix]]:
     """Yield ``(chunk, read(chunk))`` in order, reading the next chunk in the background."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, chunks[0]) if chunks else None
@@ -162,7 +282,7 @@ def _prefetched(chunks: list[np.ndarray], read) -> Iterator[tuple[np.ndarray, sp
             yield chunk, matrix
 
 
-def _read_chunk(layer, joinids: np.ndarray, *, lookup: np.ndarray, n_genes: int
+def _read_chunk(layer: tiledbsoma.SparseNDArray, joinids: np.ndarray, *, lookup: np.ndarray, n_genes: int
                 ) -> sparse.csr_matrix:
     """Raw counts of the given cells (sorted joinids) over all genes, as float32 CSR.
 
@@ -200,7 +320,7 @@ def _position_lookup(var_joinids: np.ndarray) -> np.ndarray:
     return lookup
 
 
-def _x_layer(experiment):
+def _x_layer(experiment: tiledbsoma.Experiment) -> tiledbsoma.SparseNDArray:
     layers = experiment.ms[MEASUREMENT].X
     if X_LAYER not in layers:
         raise ScalelibError(
@@ -210,8 +330,25 @@ def _x_layer(experiment):
     return layers[X_LAYER]
 
 
-def experiment_of(census, organism: str, uri: str | None):
-    """The Experiment of ``organism`` (``census_data/homo_sapiens``), checked for ``RNA``."""
+def experiment_of(census: tiledbsoma.Collection, organism: str,
+                  uri: str | None) -> tiledbsoma.Experiment:
+    """The Experiment of ``organism`` (``census_data/homo_sapiens``), checked for ``RNA``.
+
+    Parameters
+    ----------
+    census
+        Open root Collection in the Census layout.
+    organism
+        Organism name; lower-cased with spaces as underscores it names the experiment
+        (``"Homo sapiens"`` -> ``homo_sapiens``).
+    uri
+        Where the store is, for messages only (None: the public Census).
+
+    Raises
+    ------
+    ScalelibError
+        The store has no such experiment, or it has no measurement ``RNA``.
+    """
     name = organism.strip().lower().replace(" ", "_")
     where = uri or "the Census"
     if "census_data" not in census or name not in census["census_data"]:
@@ -226,12 +363,19 @@ def experiment_of(census, organism: str, uri: str | None):
 
 
 def first_line(error: BaseException) -> str:
+    """First line of an error's message, for a one-line explanation.
+
+    Parameters
+    ----------
+    error
+        Any exception; one with an empty (or blank) message gives its type name.
+    """
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
 
 
 def write_census_layout(
-    adata, uri: str | Path, *, organism: str = ORGANISM, summary: dict[str, str] | None = None,
+    adata: anndata.AnnData, uri: str | Path, *, organism: str = ORGANISM, summary: dict[str, str] | None = None,
 ) -> str:
     """Write an AnnData of raw counts as a SOMA store in the Census layout.
 

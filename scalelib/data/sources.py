@@ -59,7 +59,7 @@ def read_counts(path: str | Path) -> ad.AnnData:
     )
 
 
-def check_counts(matrix, where: str) -> None:
+def check_counts(matrix: np.ndarray | sparse.spmatrix, where: str) -> None:
     """Raise :class:`ScalelibError` unless ``matrix`` holds finite non-negative integers.
 
     Parameters
@@ -197,7 +197,7 @@ def read_obs_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _as_csr(matrix) -> sparse.csr_matrix:
+def _as_csr(matrix: np.ndarray | sparse.spmatrix) -> sparse.csr_matrix:
     """Counts as a float32 CSR matrix (a copy only when the type or format differs)."""
     if sparse.issparse(matrix):
         return sparse.csr_matrix(matrix, dtype=np.float32)

@@ -17,14 +17,27 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from scalelib.data.store import SPLITS
 from scalelib.errors import ScalelibError
 
-SPLITS = ("train", "val", "test")
 HOLDOUT_TRIES = 64  # random group orders tried when holding out whole groups
 
 
 def child_rngs(seed: int, n: int) -> list[np.random.Generator]:
-    """``n`` independent generators derived from ``seed`` (draw, split, training order)."""
+    """``n`` independent generators derived from ``seed`` (draw, split, training order).
+
+    Parameters
+    ----------
+    seed
+        Root seed; the same seed always gives the same generators.
+    n
+        Number of generators (children of ``numpy.random.SeedSequence(seed)``).
+
+    Returns
+    -------
+    list of numpy.random.Generator
+        Statistically independent streams, in spawn order.
+    """
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
@@ -59,14 +72,40 @@ def cell_sizes(n_cells: int | Sequence[int] | None, available: int | None,
 
 
 def draw_positions(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions of ``n`` cells drawn at random without replacement (all when equal)."""
+    """Sorted positions of ``n`` cells drawn at random without replacement (all when equal).
+
+    Parameters
+    ----------
+    n_available
+        Cells to draw from (positions ``0 .. n_available - 1``).
+    n
+        Cells to draw, at most ``n_available``.
+    rng
+        Generator of the draw (not used when ``n == n_available``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n`` distinct positions in increasing order.
+    """
     if n == n_available:
         return np.arange(n_available)
     return np.sort(rng.choice(n_available, n, replace=False))
 
 
 def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
-    """Train, val and test fractions as floats, refused unless positive and summing to 1."""
+    """Train, val and test fractions as floats, refused unless positive and summing to 1.
+
+    Parameters
+    ----------
+    split_fractions
+        Three numbers: train, val and test fractions (sum within 1e-6 of 1).
+
+    Raises
+    ------
+    ScalelibError
+        Not three numbers, one not positive, or a sum other than 1.
+    """
     fractions = tuple(float(f) for f in split_fractions)
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ScalelibError(
@@ -94,6 +133,14 @@ def assign_splits(
         Column whose label proportions every split keeps (random split when absent).
     holdout
         Column whose groups go whole to one split; takes precedence over ``stratify``.
+
+    Returns
+    -------
+    split : numpy.ndarray
+        ``"train"``, ``"val"`` or ``"test"`` per cell (object dtype).
+    info : dict
+        Split method, its column, requested fractions, and the realised counts and fractions
+        (:func:`split_summary`); a holdout split also lists the groups of each split.
     """
     if holdout is not None:
         split, info = _holdout_split(obs, holdout, fractions, rng)
@@ -109,14 +156,44 @@ def assign_splits(
 
 
 def split_summary(split: np.ndarray) -> dict:
-    """Cells and realised fractions per split."""
+    """Cells and realised fractions per split.
+
+    Parameters
+    ----------
+    split
+        ``"train"``, ``"val"`` or ``"test"`` per cell.
+
+    Returns
+    -------
+    dict
+        ``{"n_cells": {split: count}, "fractions": {split: fraction rounded to 4 places}}``.
+    """
     counts = {name: int((split == name).sum()) for name in SPLITS}
     return {"n_cells": counts,
             "fractions": {name: round(c / len(split), 4) for name, c in counts.items()}}
 
 
 def nested_train_sizes(sizes: list[int], n_train: int) -> list[int]:
-    """Nested training sizes: each draw size times the realised training fraction."""
+    """Nested training sizes: each draw size times the realised training fraction.
+
+    Parameters
+    ----------
+    sizes
+        Draw sizes in increasing order (as :func:`cell_sizes` returns them); the last is the
+        cells actually split.
+    n_train
+        Training cells in the split of ``sizes[-1]`` cells.
+
+    Returns
+    -------
+    list of int
+        ``round(size * n_train / sizes[-1])`` for each size; the last is ``n_train``.
+
+    Raises
+    ------
+    ScalelibError
+        The smallest size rounds to no training cell.
+    """
     train_sizes = [round(n * n_train / sizes[-1]) for n in sizes]
     if train_sizes[0] < 1:
         raise ScalelibError(
@@ -126,7 +203,21 @@ def nested_train_sizes(sizes: list[int], n_train: int) -> list[int]:
 
 
 def train_rank(split: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random order of the training cells (0, 1, ...); -1 for val and test cells."""
+    """Random order of the training cells (0, 1, ...); -1 for val and test cells.
+
+    Parameters
+    ----------
+    split
+        ``"train"``, ``"val"`` or ``"test"`` per cell.
+    rng
+        Generator of the order.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 rank per cell: a permutation of ``0 .. n_train - 1`` over training cells, -1
+        elsewhere; the cells with ``rank < D`` form the nested training subset of size ``D``.
+    """
     rank = np.full(len(split), -1, dtype=np.int64)
     train = np.flatnonzero(split == "train")
     rank[train] = rng.permutation(len(train))

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from scalelib.atomic import current_umask
 from scalelib.errors import ScalelibError
 
 FORMAT_VERSION = 1
@@ -163,7 +164,7 @@ class ExpressionDataset:
         )
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
-            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp creates 0700
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp creates 0700
             np.save(staging / "X.npy", np.asarray(self.X, dtype=np.float32))
             self.obs.write_parquet(staging / "obs.parquet")
             self.var.write_parquet(staging / "var.parquet")
@@ -229,12 +230,6 @@ def check_writable(out_dir: str | Path, overwrite: bool) -> None:
             f"{out_dir} exists and is not a scalelib dataset; --overwrite only replaces "
             "datasets, so choose another --out"
         )
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def is_dataset_dir(path: str | Path) -> bool:

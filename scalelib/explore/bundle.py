@@ -56,6 +56,17 @@ class Bundle:
         """Rows of runs that finished with status ``ok``."""
         return [row for row in self.rows if row.get("status", "ok") == "ok"]
 
+    @property
+    def scaling_rows(self) -> list[dict[str, Any]]:
+        """Finished runs that fits against P use: per dataset, those at its largest training
+        set (a data-size sweep's smaller nested sets would mix D into the fit)."""
+        largest: dict[Any, int] = {}
+        for row in self.ok_rows:
+            key, cells = row.get("dataset"), row.get("n_train_cells") or 0
+            largest[key] = max(cells, largest.get(key, 0))
+        return [row for row in self.ok_rows
+                if (row.get("n_train_cells") or 0) == largest[row.get("dataset")]]
+
     def values(self, column: str) -> list[Any]:
         """Distinct values of a column over the finished runs, in order of appearance."""
         return list(dict.fromkeys(row.get(column) for row in self.ok_rows
@@ -125,7 +136,7 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
     """
     from scalelib import __version__
     from scalelib.results import read_results
-    from scalelib.scaling import fit_groups, fits_document, read_fits
+    from scalelib.scaling import fit_groups, fits_document, read_fits, scaling_rows
 
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir / "results.parquet")
@@ -137,7 +148,7 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
         stored = read_fits(fits_path)
         fits = fits_document(stored.fits, x=stored.x, y=stored.y, joint_fits=stored.joint_fits)
     else:
-        fitted = fit_groups(results, by=("regime",), methods=FIT_METHODS,
+        fitted = fit_groups(scaling_rows(results), by=("regime",), methods=FIT_METHODS,
                             n_bootstrap=n_bootstrap)
         fits = fits_document(fitted)
     rows = results.select([c for c in ROW_COLUMNS if c in results.columns]).to_dicts()

@@ -15,7 +15,15 @@ SPLIT_ORDER = ["train", "val", "test"]
 def mean_variance_chart(hvg: pl.DataFrame, *, width: int = 420, height: int = 320) -> alt.Chart:
     """Variance against mean of raw counts per candidate gene (log-log), selected genes coloured.
 
-    ``hvg`` is :func:`~scalelib.explore.dataview.hvg_table`'s frame.
+    Genes with a zero mean or variance are left out (no place on a log axis).
+
+    Parameters
+    ----------
+    hvg
+        :func:`~scalelib.explore.dataview.hvg_table`'s frame (gene_name, means, variances,
+        variances_norm, selected, rank).
+    width, height
+        Chart size in pixels.
     """
     data = hvg.filter((pl.col("means") > 0) & (pl.col("variances") > 0)).with_columns(
         pl.when(pl.col("selected")).then(pl.lit("selected (vocabulary)"))
@@ -37,7 +45,16 @@ def mean_variance_chart(hvg: pl.DataFrame, *, width: int = 420, height: int = 32
 
 def value_histogram_chart(histogram: pl.DataFrame, *, width: int = 420,
                           height: int = 280) -> alt.Chart:
-    """Distribution of non-zero log1p values; the share of zeros in the subtitle."""
+    """Distribution of non-zero log1p values; the share of zeros in the subtitle.
+
+    Parameters
+    ----------
+    histogram
+        :func:`~scalelib.explore.dataview.value_histogram`'s frame (start, end, count, share;
+        the zeros as the row with ``end == 0``).
+    width, height
+        Chart size in pixels.
+    """
     zeros = histogram.filter(pl.col("end") == 0)
     share = float(zeros["share"][0]) if zeros.height else 0.0
     bars = histogram.filter(pl.col("end") > 0)
@@ -51,7 +68,16 @@ def value_histogram_chart(histogram: pl.DataFrame, *, width: int = 420,
 
 
 def sparsity_chart(genes: pl.DataFrame, *, width: int = 420, height: int = 280) -> alt.Chart:
-    """Fraction of zeros against mean log1p expression, one point per vocabulary gene."""
+    """Fraction of zeros against mean log1p expression, one point per vocabulary gene.
+
+    Parameters
+    ----------
+    genes
+        :func:`~scalelib.explore.dataview.gene_summary`'s frame (gene_name, mean, variance,
+        fraction_zero).
+    width, height
+        Chart size in pixels.
+    """
     return alt.Chart(genes).mark_circle(size=20, opacity=0.7).encode(
         x=alt.X("mean:Q", title="Mean log1p expression"),
         y=alt.Y("fraction_zero:Q", title="Fraction of cells with zero",
@@ -61,7 +87,15 @@ def sparsity_chart(genes: pl.DataFrame, *, width: int = 420, height: int = 280) 
 
 
 def cells_chart(cells: pl.DataFrame, *, width: int = 420, height: int = 280) -> alt.Chart:
-    """Histogram of genes detected per cell, by split."""
+    """Histogram of genes detected per cell, by split.
+
+    Parameters
+    ----------
+    cells
+        :func:`~scalelib.explore.dataview.cell_summary`'s frame (split, genes_detected, ...).
+    width, height
+        Chart size in pixels.
+    """
     return alt.Chart(cells).mark_bar(opacity=0.7).encode(
         x=alt.X("genes_detected:Q", bin=alt.Bin(maxbins=40), title="Genes detected per cell"),
         y=alt.Y("count():Q", title="Cells", stack=None),
@@ -71,7 +105,17 @@ def cells_chart(cells: pl.DataFrame, *, width: int = 420, height: int = 280) -> 
 
 def composition_chart(table: pl.DataFrame, *, label: str = "cell type", width: int = 420,
                       height: int = 220) -> alt.Chart:
-    """Stacked shares of each label within each split."""
+    """Stacked shares of each label within each split.
+
+    Parameters
+    ----------
+    table
+        :func:`~scalelib.explore.dataview.composition`'s frame (split, label, cells, share).
+    label
+        What the labels are, for the titles (e.g. ``"cell type"``).
+    width, height
+        Chart size in pixels.
+    """
     return alt.Chart(table).mark_bar().encode(
         y=alt.Y("split:N", sort=SPLIT_ORDER, title="Split"),
         x=alt.X("share:Q", stack="normalize", title=f"Share of cells by {label}",
@@ -82,7 +126,15 @@ def composition_chart(table: pl.DataFrame, *, label: str = "cell type", width: i
 
 
 def split_chart(splits: pl.DataFrame, *, width: int = 300, height: int = 160) -> alt.Chart:
-    """Cells per split."""
+    """Cells per split.
+
+    Parameters
+    ----------
+    splits
+        :func:`~scalelib.explore.dataview.split_table`'s frame (split, cells, fraction).
+    width, height
+        Chart size in pixels.
+    """
     return alt.Chart(splits).mark_bar().encode(
         x=alt.X("cells:Q", title="Cells"),
         y=alt.Y("split:N", sort=SPLIT_ORDER, title="Split"),
@@ -92,7 +144,19 @@ def split_chart(splits: pl.DataFrame, *, width: int = 300, height: int = 160) ->
 
 def embedding_chart(points: pl.DataFrame, *, method: str = "pca", label: str = "cell type",
                     width: int = 420, height: int = 380) -> alt.Chart:
-    """Cells in 2-D (PCA or UMAP), coloured by label."""
+    """Cells in 2-D (PCA or UMAP), coloured by label.
+
+    Parameters
+    ----------
+    points
+        :func:`~scalelib.explore.dataview.embedding`'s frame (x, y, split, label).
+    method
+        ``"pca"`` or ``"umap"``, for the axis titles and chart title.
+    label
+        What the labels are, for the titles (e.g. ``"cell type"``).
+    width, height
+        Chart size in pixels.
+    """
     names = {"pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2")}.get(method, ("x", "y"))
     return alt.Chart(points).mark_circle(size=12, opacity=0.7).encode(
         x=alt.X("x:Q", title=names[0], axis=alt.Axis(labels=False, ticks=False)),

@@ -21,7 +21,13 @@ MAX_LABELS = 60
 
 
 def overview(dataset: ExpressionDataset) -> dict[str, object]:
-    """Headline facts: regime, source, genes, cells per split, seed, fingerprint, path."""
+    """Headline facts: regime, source, genes, cells per split, seed, fingerprint, path.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    """
     return {
         "regime": dataset.regime,
         "source": dataset.source,
@@ -34,7 +40,18 @@ def overview(dataset: ExpressionDataset) -> dict[str, object]:
 
 
 def split_table(dataset: ExpressionDataset) -> pl.DataFrame:
-    """Cells per split with their fraction, and the nested training sizes when recorded."""
+    """Cells per split with their fraction of all cells (rounded to 4 places).
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns split, cells and fraction, one row per split in train, val, test order.
+    """
     total = dataset.obs.height
     return pl.DataFrame({
         "split": list(SPLITS),
@@ -49,6 +66,21 @@ def hvg_table(dataset: ExpressionDataset) -> pl.DataFrame:
     Columns gene_name, means, variances, variances_norm, selected (in the vocabulary) and
     rank (HVG rank of selected genes, null otherwise). Falls back to the vocabulary's own
     statistics (var.parquet) when the manifest has no candidate table.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per gene, most variable (``variances_norm``) first.
+
+    Raises
+    ------
+    ScalelibError
+        The dataset records no HVG statistics at all.
     """
     from scalelib.data.preprocess import candidate_genes
 
@@ -68,7 +100,17 @@ def hvg_table(dataset: ExpressionDataset) -> pl.DataFrame:
 
 
 def sample_rows(dataset: ExpressionDataset, max_cells: int, seed: int = 0) -> np.ndarray:
-    """Sorted row indices of at most ``max_cells`` cells drawn without replacement (seeded)."""
+    """Sorted row indices of at most ``max_cells`` cells drawn without replacement (seeded).
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    max_cells
+        Largest sample; every row when the dataset has no more cells.
+    seed
+        Seed of the draw.
+    """
     n = dataset.obs.height
     if n <= max_cells:
         return np.arange(n)
@@ -76,7 +118,23 @@ def sample_rows(dataset: ExpressionDataset, max_cells: int, seed: int = 0) -> np
 
 
 def gene_summary(dataset: ExpressionDataset, max_cells: int = 5000, seed: int = 0) -> pl.DataFrame:
-    """Per gene over (a sample of) cells: mean and variance of log1p expression, fraction zero."""
+    """Per gene over (a sample of) cells: mean and variance of log1p expression, fraction zero.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    max_cells
+        At most this many cells are used (a seeded sample when the dataset has more).
+    seed
+        Seed of the sample.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns gene_name, mean, variance (population, ``ddof=0``) and fraction_zero, one row
+        per vocabulary gene.
+    """
     values = np.asarray(dataset.X[sample_rows(dataset, max_cells, seed)], dtype=np.float32)
     return pl.DataFrame({
         "gene_name": dataset.genes,
@@ -87,7 +145,22 @@ def gene_summary(dataset: ExpressionDataset, max_cells: int = 5000, seed: int = 
 
 
 def cell_summary(dataset: ExpressionDataset, max_cells: int = 5000, seed: int = 0) -> pl.DataFrame:
-    """Per cell (a sample): genes detected, fraction zero, summed log1p expression, split."""
+    """Per cell (a sample): genes detected, fraction zero, summed log1p expression, split.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    max_cells
+        At most this many cells are used (a seeded sample when the dataset has more).
+    seed
+        Seed of the sample.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns split, genes_detected, fraction_zero and total_log1p, one row per sampled cell.
+    """
     rows = sample_rows(dataset, max_cells, seed)
     values = np.asarray(dataset.X[rows], dtype=np.float32)
     return pl.DataFrame({
@@ -104,6 +177,17 @@ def value_histogram(dataset: ExpressionDataset, bins: int = 40, max_cells: int =
 
     Returns columns start, end, count and share (of all values, zeros included); the zeros
     are one extra row with ``start == end == 0``.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    bins
+        Equal-width bins over the range of the non-zero values.
+    max_cells
+        At most this many cells are used (a seeded sample when the dataset has more).
+    seed
+        Seed of the sample.
     """
     values = np.asarray(dataset.X[sample_rows(dataset, max_cells, seed)], dtype=np.float32)
     flat = values.ravel()
@@ -119,7 +203,15 @@ def value_histogram(dataset: ExpressionDataset, bins: int = 40, max_cells: int =
 
 
 def label_columns(dataset: ExpressionDataset) -> list[str]:
-    """Text columns of obs with 2 to ``MAX_LABELS`` distinct values (cell type first)."""
+    """Text columns of obs with 2 to ``MAX_LABELS`` distinct values (cell type first).
+
+    ``cell_id``, ``split`` and ``train_rank`` are never listed; the others follow by name.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    """
     reserved = {"cell_id", "split", "train_rank"}
     columns = [name for name, dtype in dataset.obs.schema.items()
                if name not in reserved and dtype == pl.Utf8
@@ -128,7 +220,25 @@ def label_columns(dataset: ExpressionDataset) -> list[str]:
 
 
 def composition(dataset: ExpressionDataset, column: str = "cell_type") -> pl.DataFrame:
-    """Cells per label and split, with each label's share of its split."""
+    """Cells per label and split, with each label's share of its split.
+
+    Parameters
+    ----------
+    dataset
+        A loaded dataset.
+    column
+        obs column of the labels (missing values count as ``"unknown"``).
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns split, label, cells and share, by split, then most cells first.
+
+    Raises
+    ------
+    ScalelibError
+        obs has no column ``column``.
+    """
     if column not in dataset.obs.columns:
         raise ScalelibError(f"obs has no column {column!r}; choose one of "
                             f"{', '.join(label_columns(dataset)) or 'none'}")
@@ -151,10 +261,18 @@ def embedding(dataset: ExpressionDataset, method: str = "pca", *, max_cells: int
     method
         ``"pca"`` (first two principal components; fast) or ``"umap"`` (``sc.pp.pca``,
         ``sc.pp.neighbors``, ``sc.tl.umap``; the first call compiles numba code, ~30 s).
-    max_cells, n_pcs, n_neighbors, seed
-        Cells embedded (seeded sample), principal components, neighbours, random state.
+    max_cells
+        At most this many cells are embedded (a seeded sample when the dataset has more).
+    n_pcs
+        Principal components computed (capped at ``cells - 1`` and ``genes - 1``, at least 2);
+        the UMAP graph is built on all of them.
+    n_neighbors
+        Neighbours of the kNN graph for UMAP (capped at ``cells - 1``).
+    seed
+        Seed of the sample and random state of PCA, the graph and UMAP.
     color
-        Obs column copied as ``label`` (omitted when None or absent).
+        Obs column copied as ``label`` (missing values as ``"unknown"``; ``"all"`` for every
+        cell when None or absent).
 
     Returns
     -------
@@ -191,6 +309,17 @@ def simulated_dataset(preset: str, regime: str, datasets_dir: str | Path,
 
     The same directory layout and seed as :func:`scalelib.demo.load_or_simulate` (so the data
     and scaling notebooks share datasets), without importing the training stack (torch).
+
+    Parameters
+    ----------
+    preset
+        Preset whose regime settings are simulated (see :func:`scalelib.config.get_regime`).
+    regime
+        Regime name; also the folder name under ``datasets_dir``.
+    datasets_dir
+        Folder of the datasets.
+    seed
+        Seed of the simulation (used only when the dataset is written here).
     """
     from scalelib.config import get_regime
     from scalelib.data.preprocess import simulate_dataset

@@ -168,7 +168,6 @@ class SweepMonitor:
         self.open_run_bar = open_run_bar
         self.on_curves = on_curves
         self.rows: list[dict[str, Any]] = []
-        self.current: RunSpec | None = None
         self._context: AbstractContextManager | None = None
         self._bar: ProgressLike | None = None
 
@@ -184,7 +183,6 @@ class SweepMonitor:
 
     def _start(self, index: int, total: int, run: RunSpec) -> None:
         self._close()
-        self.current = run
         if self.open_run_bar is not None:
             self._context = self.open_run_bar(run)
             self._bar = self._context.__enter__()
@@ -199,7 +197,7 @@ class SweepMonitor:
             "val_mse": info.val_mse, "lr": info.lr, "elapsed_s": info.elapsed_s,
         })
         if self._bar is not None:
-            best = f", best val {info.best_val_mse:.4f}" if info.best_val_mse else ""
+            best = f", best val {info.best_val_mse:.4f}" if info.best_val_mse is not None else ""
             self._bar.update(subtitle=f"loss {info.train_loss:.4f}{best}")
         if info.val_mse is not None and self.on_curves is not None:
             self.on_curves(self.frame(run.dataset.regime))
@@ -236,27 +234,6 @@ def read_curves(sweep_dir: str | Path, results: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={**{k: pl.Utf8 for k in keys[:3]}, "params": pl.Int64,
                                     "seed": pl.Int64, "n_train_cells": pl.Int64, **CURVE_SCHEMA})
     return pl.concat(frames, how="diagonal_relaxed")
-
-
-def data_sweep_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs of datasets trained at more than one training-set size (else empty)."""
-    rows = ok_rows(results)
-    if rows.height == 0:
-        return rows
-    swept = (rows.group_by("dataset_fingerprint").agg(pl.col("n_train_cells").n_unique())
-             .filter(pl.col("n_train_cells") > 1)["dataset_fingerprint"])
-    return rows.filter(pl.col("dataset_fingerprint").is_in(swept.to_list()))
-
-
-def full_data_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs that used every training cell of their dataset (the model-size sweep)."""
-    rows = ok_rows(results)
-    if rows.height == 0:
-        return rows
-    largest = rows.group_by("dataset_fingerprint").agg(pl.col("n_train_cells").max()
-                                                       .alias("_largest"))
-    return (rows.join(largest, on="dataset_fingerprint")
-            .filter(pl.col("n_train_cells") == pl.col("_largest")).drop("_largest"))
 
 
 def fit_readout(fits: Sequence[PowerLawFit]) -> pl.DataFrame:

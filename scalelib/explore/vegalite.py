@@ -56,7 +56,16 @@ class VegaLite:
 
 
 def axis_title(column: str, log: bool = False) -> str:
-    """Readable axis title of a column, with ``(log)`` for a log axis."""
+    """Readable axis title of a column, with ``(log)`` for a log axis.
+
+    Parameters
+    ----------
+    column
+        Column name; known names get the title in ``TITLES``, others their name with spaces
+        for underscores.
+    log
+        Mark the title as a log axis (inside a closing parenthesis when it ends with one).
+    """
     title = TITLES.get(column, column.replace("_", " "))
     if not log:
         return title
@@ -86,10 +95,20 @@ def scaling_spec(rows: Sequence[dict[str, Any]], fits: Sequence[LiteFit] = (), *
     fits
         Fits whose group's ``color`` value names their series; drawable ones get a curve, and
         a band when they carry bootstrap samples.
-    x, y, color, baseline
-        Columns on the axes, the series column and the per-gene-mean baseline column.
+    x, y
+        Columns on the axes.
+    color
+        Column that names series (None or a null value: one series ``all``).
+    baseline
+        Column of the per-gene-mean baseline, averaged per series and drawn as a dashed rule
+        (None: no rule).
     title, grid_points, width, height
         Chart title, points per curve and size in pixels.
+
+    Returns
+    -------
+    VegaLite
+        Layers: points, then (when present) bands, curves and baseline rules.
     """
     points = [_point(row, x, y, color) for row in rows if _usable(row, x, y)]
     curves, bands, subtitle = [], [], []
@@ -149,7 +168,17 @@ def scaling_spec(rows: Sequence[dict[str, Any]], fits: Sequence[LiteFit] = (), *
 def data_size_spec(rows: Sequence[dict[str, Any]], *, x: str = "n_train_cells",
                    y: str = "best_val_mse", title: str | None = None, width: int = 480,
                    height: int = 320) -> VegaLite:
-    """Loss against training-set size (log-log): points per run, a line of means per size."""
+    """Loss against training-set size (log-log): points per run, a line of means per size.
+
+    Parameters
+    ----------
+    rows
+        Results rows; only rows with status ``ok`` and positive ``x`` and ``y`` are drawn.
+    x, y
+        Columns on the axes (training-set size and loss).
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+    """
     points = [{"size": str(row.get("size")), "params": row.get("params"), "seed": row.get("seed"),
                x: float(row[x]), y: float(row[y])} for row in rows if _usable(row, x, y)]
     means: dict[tuple[str, float], list[float]] = {}
@@ -202,7 +231,7 @@ def _fit_line(label: str, fit: LiteFit) -> str:
         low, high = fit.ci["alpha"]
         text += f" [{low:.3g}, {high:.3g}]"
     text += f", c = {fit.c:.3g}"
-    if math.isfinite(fit.bits):
+    if math.isfinite(fit.bits) and fit.status != "no_floor":
         text += f" ({fit.bits:.2f} bits)"
     if fit.status != "ok":
         text += f" ({fit.status})"

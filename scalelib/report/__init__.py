@@ -31,7 +31,7 @@ from scalelib.report.figures import (
     test_val_figure,
     training_table,
 )
-from scalelib.report.numbers import compute_numbers, data_size_rows, scaling_rows
+from scalelib.report.numbers import compute_numbers
 from scalelib.report.prepare import PreparedReport, prepare_report
 from scalelib.report.published import PUBLISHED
 from scalelib.report.render import install_message, quarto_executable, render_report
@@ -48,6 +48,7 @@ from scalelib.report.text import (
     test_val_markdown,
     training_markdown,
 )
+from scalelib.scaling import data_size_rows, scaling_rows
 
 __all__ = [
     "DATA_ENV", "PUBLISHED", "Figure", "Markdown", "PreparedReport", "ReportData", "Table",

@@ -11,9 +11,9 @@ from typing import Any
 import polars as pl
 
 from scalelib.errors import ScalelibError
-from scalelib.report.numbers import NUMBERS_SCHEMA, data_size_rows, scaling_rows
+from scalelib.report.numbers import NUMBERS_SCHEMA
 from scalelib.results import read_results
-from scalelib.scaling import FitsFile, read_fits
+from scalelib.scaling import FitsFile, data_size_rows, read_fits, scaling_rows
 
 DATA_ENV = "SCALELIB_REPORT_DATA"
 DEFAULT_DATA = "_data"
@@ -21,7 +21,19 @@ DEFAULT_DATA = "_data"
 
 def resolve_data_dir(data: str | Path | None = None) -> Path:
     """The prepared folder: ``data`` (a Quarto parameter), else ``$SCALELIB_REPORT_DATA``, else
-    ``_data`` beside the document (Quarto runs cells in the document's folder)."""
+    ``_data`` beside the document (Quarto runs cells in the document's folder).
+
+    Parameters
+    ----------
+    data
+        The prepared folder (the ``--out`` of ``scalelib report``); None or empty falls back
+        to the environment variable, then ``_data`` relative to the working directory.
+
+    Raises
+    ------
+    ScalelibError
+        The chosen folder has no ``numbers.json``.
+    """
     chosen = data or os.environ.get(DATA_ENV) or DEFAULT_DATA
     path = Path(chosen)
     if not (path / "numbers.json").is_file():
@@ -85,7 +97,19 @@ class ReportData:
 
 
 def load_report(data: str | Path | None = None) -> ReportData:
-    """Read the prepared folder (resolved as in :func:`resolve_data_dir`)."""
+    """Read the prepared folder (resolved as in :func:`resolve_data_dir`).
+
+    Parameters
+    ----------
+    data
+        The prepared folder, or None to resolve it from the environment.
+
+    Raises
+    ------
+    ScalelibError
+        No prepared folder, a ``numbers.json`` of another schema, or an unreadable results
+        table or fits file.
+    """
     data_dir = resolve_data_dir(data)
     numbers = json.loads((data_dir / "numbers.json").read_text())
     if numbers.get("schema") != NUMBERS_SCHEMA:

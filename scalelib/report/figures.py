@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import altair as alt
 import polars as pl
@@ -33,6 +34,9 @@ from scalelib.report.text import (
     status_word,
     with_ci,
 )
+
+if TYPE_CHECKING:
+    from scalelib.scaling import PowerLawFit
 
 PANEL_WIDTH, PANEL_HEIGHT = 300, 220
 EMBED_OPTIONS = {"actions": {"export": True, "source": False, "compiled": False,
@@ -82,7 +86,8 @@ class Figure:
             "</script>\n"
         )
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Collection[str] | None = None,
+                          exclude: Collection[str] | None = None) -> dict[str, str]:
         return {
             "text/html": self.html(),
             "image/png": base64.b64encode(self.png.read_bytes()).decode("ascii"),
@@ -91,7 +96,17 @@ class Figure:
 
 
 def make_figure(chart: alt.TopLevelMixin, label: str, figures_dir: Path) -> Figure:
-    """Save ``chart`` as ``figures_dir/label.png`` and ``.svg`` and wrap it as a Figure."""
+    """Save ``chart`` as ``figures_dir/label.png`` and ``.svg`` and wrap it as a Figure.
+
+    Parameters
+    ----------
+    chart
+        The Altair chart.
+    label
+        Quarto label (``fig-...``), the stem of the saved files.
+    figures_dir
+        Folder of the saved files (created when missing).
+    """
     return Figure(label, chart, tuple(save_chart(chart, Path(figures_dir) / label)))
 
 
@@ -143,14 +158,22 @@ def html_head() -> Markdown:
 # Figures
 
 
-def _fits_of(rep: ReportData, regime: str, method: str):
+def _fits_of(rep: ReportData, regime: str, method: str) -> list[PowerLawFit]:
     return [fit for fit in rep.fits.fits
             if fit.group.get("regime") == regime and fit.method == method]
 
 
 def scaling_figure(rep: ReportData, methods: Sequence[str] | None = None) -> Figure:
     """Validation MSE against P (log-log): a panel per regime (columns) and method (rows), with
-    fitted curves, bootstrap bands and the per-gene-mean baseline (``fig-scaling``)."""
+    fitted curves, bootstrap bands and the per-gene-mean baseline (``fig-scaling``).
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    methods
+        Fit methods, one row of panels each (None or empty: every method in the numbers).
+    """
     methods = list(methods or rep.numbers["fitting"]["methods"])
     rows = []
     for method in methods:
@@ -167,13 +190,25 @@ def scaling_figure(rep: ReportData, methods: Sequence[str] | None = None) -> Fig
 
 
 def test_val_figure(rep: ReportData) -> Figure:
-    """Test MSE against validation MSE of every finished run (``fig-test-val``)."""
+    """Test MSE against validation MSE of every finished run (``fig-test-val``).
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     return make_figure(test_vs_val_chart(rep.results), "fig-test-val", rep.figures_dir)
 
 
 def data_size_figure(rep: ReportData) -> Figure | None:
     """Validation MSE against training cells D per regime with a data-size sweep, with the
-    joint fit L(N, D) where it converged (``fig-data-size``); None without a sweep."""
+    joint fit L(N, D) where it converged (``fig-data-size``); None without a sweep.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = rep.data_size
     if not rows.height:
         return None
@@ -194,7 +229,13 @@ def data_size_figure(rep: ReportData) -> Figure | None:
 
 
 def datasets_table(rep: ReportData) -> Table:
-    """One row per regime: source, V, cells per split, split design, fingerprint."""
+    """One row per regime: source, V, cells per split, split design, fingerprint.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = []
     census = any(r["dataset"].get("census_version") for r in rep.numbers["regimes"])
     for regime in rep.numbers["regimes"]:
@@ -213,7 +254,13 @@ def datasets_table(rep: ReportData) -> Table:
 
 
 def ladder_table(rep: ReportData) -> Table:
-    """Model sizes with their shape and parameter count P in each regime."""
+    """Model sizes with their shape and parameter count P in each regime.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = []
     for size in rep.numbers["ladder"]:
         row = {"Size": size["size"], "d_model": fmt(size["d_model"]),
@@ -226,7 +273,13 @@ def ladder_table(rep: ReportData) -> Table:
 
 
 def training_table(rep: ReportData) -> Table:
-    """Per regime: runs, seeds, optimiser steps, cells seen, early stops."""
+    """Per regime: runs, seeds, optimiser steps, cells seen, early stops.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = [{
         "Regime": r["regime"], "Runs": fmt(r["n_runs"]), "Sizes": join_words(r["sizes"]),
         "Seeds": join_words(r["seeds"]), "Steps": _span(r["steps"]),
@@ -242,7 +295,13 @@ def _span(values: dict) -> str:
 
 
 def fits_table(rep: ReportData) -> Table:
-    """alpha, a, c and R^2 with bootstrap intervals per regime and fit method."""
+    """alpha, a, c and R^2 with bootstrap intervals per regime and fit method.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = []
     for regime in rep.numbers["regimes"]:
         for method, fit in regime["fits"].items():
@@ -260,7 +319,13 @@ def fits_table(rep: ReportData) -> Table:
 
 
 def entropy_table(rep: ReportData) -> Table:
-    """The floor c and its entropy in bits per masked gene, with intervals."""
+    """The floor c and its entropy in bits per masked gene, with intervals.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = []
     for regime in rep.numbers["regimes"]:
         for method, fit in regime["fits"].items():
@@ -276,7 +341,13 @@ def entropy_table(rep: ReportData) -> Table:
 
 
 def published_table(rep: ReportData) -> Table:
-    """The published numbers (labelled) beside our grid and Huber fits of the same regimes."""
+    """The published numbers (labelled) beside our grid and Huber fits of the same regimes.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     numbers = rep.numbers
     citation = numbers["published"]["citation"]
     rows = []
@@ -303,7 +374,13 @@ def published_table(rep: ReportData) -> Table:
 
 
 def joint_table(rep: ReportData) -> Table:
-    """Joint fits L(N, D) = E + A/N^alpha + B/D^beta per regime with a data-size sweep."""
+    """Joint fits L(N, D) = E + A/N^alpha + B/D^beta per regime with a data-size sweep.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
     rows = []
     for entry in rep.numbers["data_size"]:
         fit = entry["joint"]
@@ -327,6 +404,11 @@ def data_size_section(rep: ReportData) -> list[Markdown | Figure]:
     With a data-size sweep: prose and the opening of the ``fig-data-size`` figure div, the
     :class:`Figure` (HTML chart or PNG, as Quarto picks per format), then the caption, the
     closing of the div and the ``tbl-data-size`` table. Without one: a single sentence.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
     """
     entries = rep.numbers["data_size"]
     figure = data_size_figure(rep)

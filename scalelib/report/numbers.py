@@ -26,9 +26,11 @@ from scalelib.scaling import (
     HUBER_DELTA,
     JointFit,
     PowerLawFit,
+    data_size_rows,
     entropy_bits,
     json_ready,
     ok_rows,
+    scaling_rows,
 )
 
 REGIME_ORDER = ("rich", "limited")  # the reference study's order; other regimes follow by name
@@ -40,28 +42,15 @@ NUMBERS_SCHEMA = 1
 
 
 def regime_order(names: Sequence[str]) -> list[str]:
-    """Regimes in report order: rich, limited, then the others by name."""
+    """Regimes in report order: rich, limited, then the others by name.
+
+    Parameters
+    ----------
+    names
+        Regime names (duplicates allowed; each appears once in the result).
+    """
     known = [name for name in REGIME_ORDER if name in names]
     return known + sorted(name for name in set(names) if name not in REGIME_ORDER)
-
-
-def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs that the fits against P use: per dataset, the runs at its largest D.
-
-    A data-size sweep adds runs at smaller nested training sets to a dataset; the scaling fits
-    in P use only the runs that saw the whole training set (the largest ``n_train_cells`` of
-    each dataset fingerprint).
-    """
-    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
-    largest = pl.col("n_train_cells") == pl.col("n_train_cells").max().over("dataset_fingerprint")
-    return rows.filter(largest)
-
-
-def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs of datasets trained at more than one training-set size D (data sweeps)."""
-    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
-    several = pl.col("n_train_cells").n_unique().over("dataset_fingerprint") > 1
-    return rows.filter(several)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +222,28 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
     ``data_size`` (one entry per regime with a data-size sweep, with its joint fit);
     ``reference`` (the reference study's regimes and ladder from scalelib.config) and
     ``published`` (:mod:`scalelib.report.published`, plus ``bits_check``).
+
+    Parameters
+    ----------
+    results
+        The whole results table (failed runs included; they are listed under ``runs``).
+    fits
+        Power-law fits grouped by ``regime`` (a fit's ``group["regime"]`` picks its regime).
+    joint
+        Joint ``L(N, D)`` fits, one per regime with a data-size sweep, grouped by ``regime``.
+    manifests
+        Dataset manifests by dataset fingerprint.
+    results_dir
+        Folder of the results, recorded as given.
+    fits_source
+        Where the fits came from (a fits file, or fitted here), recorded as given.
+    digest
+        SHA-256 of the results file, recorded as given.
+
+    Returns
+    -------
+    dict
+        The ``numbers.json`` document, strict-JSON-ready (non-finite floats as None).
     """
     ok = ok_rows(results)
     scaling, sized = scaling_rows(results), data_size_rows(results)

@@ -31,17 +31,19 @@ import polars as pl
 
 from scalelib.atomic import atomic_path
 from scalelib.errors import ScalelibError
-from scalelib.report.numbers import compute_numbers, data_size_rows, regime_order, scaling_rows
+from scalelib.report.numbers import compute_numbers, regime_order
 from scalelib.results import read_results, write_results
 from scalelib.scaling import (
     FitsFile,
     JointFit,
     PowerLawFit,
+    data_size_rows,
     fit_groups,
     fit_joint,
     json_ready,
     ok_rows,
     read_fits,
+    scaling_rows,
     write_fits,
 )
 
@@ -92,6 +94,19 @@ def gather_fits(results_dir: Path, scaling: pl.DataFrame, *, methods: Sequence[s
                 n_bootstrap: int = 1000, seed: int = 0) -> tuple[list[PowerLawFit], str]:
     """Power-law fits per regime: the directory's ``fits.json`` when it matches, else computed.
 
+    Parameters
+    ----------
+    results_dir
+        Results directory that may hold ``fits.json``.
+    scaling
+        The runs the fits must describe (:func:`scalelib.scaling.scaling_rows`).
+    methods
+        Fit methods wanted; a stored file must hold each of them for every regime.
+    n_bootstrap
+        Bootstrap resamples per fit, used only when the fits are computed here.
+    seed
+        Seed of the bootstrap, used only when the fits are computed here.
+
     Returns
     -------
     fits, source
@@ -117,7 +132,20 @@ def gather_fits(results_dir: Path, scaling: pl.DataFrame, *, methods: Sequence[s
 
 
 def joint_fits(rows: pl.DataFrame) -> list[JointFit]:
-    """``L(N, D)`` fits of each regime's data-size runs (status ``error`` when impossible)."""
+    """``L(N, D)`` fits of each regime's data-size runs (status ``error`` when impossible).
+
+    Parameters
+    ----------
+    rows
+        Data-size runs (:func:`scalelib.scaling.data_size_rows`) with ``regime``,
+        ``params``, ``n_train_cells`` and ``best_val_mse``.
+
+    Returns
+    -------
+    list of JointFit
+        One fit per regime, in report order, grouped by ``regime``; ``n`` and ``d`` are
+        ``params`` and ``n_train_cells``.
+    """
     fits = []
     for regime in regime_order(rows["regime"].unique().to_list()):
         part = rows.filter(pl.col("regime") == regime)
@@ -144,6 +172,18 @@ def find_manifests(results: pl.DataFrame, results_dir: Path) -> dict[str, dict]:
     Looks at the ``dataset`` path of the rows (as written, and relative to ``results_dir``)
     and at ``results_dir/datasets/*``; a manifest counts only when its fingerprint matches.
     ``hvg_candidates`` (a per-gene table) is left out.
+
+    Parameters
+    ----------
+    results
+        Results table (``dataset`` and ``dataset_fingerprint`` columns are read).
+    results_dir
+        The results directory.
+
+    Returns
+    -------
+    dict of str to dict
+        Manifest by fingerprint; fingerprints with no manifest found are absent.
     """
     wanted = set(results["dataset_fingerprint"].drop_nulls().to_list())
     candidates = []
@@ -195,8 +235,15 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
         are replaced.
     methods
         Fit methods the report shows.
-    n_bootstrap, seed
-        Bootstrap resamples and seed, used only when the fits are computed here.
+    n_bootstrap
+        Bootstrap resamples per fit, used only when the fits are computed here.
+    seed
+        Seed of the bootstrap, used only when the fits are computed here.
+
+    Returns
+    -------
+    PreparedReport
+        The folder, the files written and the quoted numbers.
 
     Raises
     ------

@@ -34,7 +34,18 @@ def missing_jupyter() -> list[str]:
 
 
 def check_project(project: str | Path) -> Path:
-    """The report project folder, or a ScalelibError naming the fix."""
+    """The report project folder, or a ScalelibError naming the fix.
+
+    Parameters
+    ----------
+    project
+        Folder that should hold ``_quarto.yml`` and ``index.qmd``.
+
+    Raises
+    ------
+    ScalelibError
+        Either file is missing.
+    """
     project = Path(project)
     if not (project / "_quarto.yml").is_file() or not (project / REPORT_DOCUMENT).is_file():
         raise ScalelibError(
@@ -50,6 +61,13 @@ def render_command(project: str | Path, quarto: str = "quarto") -> list[str]:
     Rendering the document (not the whole project) always executes its cells, so fresh
     results are never hidden by frozen outputs; the render refreshes ``_freeze`` for later
     plain ``quarto render report/`` calls.
+
+    Parameters
+    ----------
+    project
+        The Quarto project (``report/``).
+    quarto
+        The quarto executable.
     """
     return [quarto, "render", str(Path(project) / REPORT_DOCUMENT)]
 

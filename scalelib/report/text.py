@@ -49,13 +49,30 @@ def _finite(value: Any) -> bool:
 
 
 def escape(text: Any) -> str:
-    """Free text (a fit message, a failure reason) with Markdown's special characters escaped."""
+    """Free text (a fit message, a failure reason) with Markdown's special characters escaped.
+
+    Parameters
+    ----------
+    text
+        Any value; it is converted with ``str`` first.
+    """
     return re.sub(r"([\\`*_\[\]<>^~#|$@])", r"\\\1", str(text))
 
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for prose: integers with thousands separators, floats to ``digits``
-    significant digits, very small or large floats as ``m×10^e^``; None/NaN as ``n/a``."""
+    significant digits, very small or large floats as ``m×10^e^``; None/NaN as ``n/a``.
+
+    Floats with ``1e3 <= |value| < 1e6`` are rounded to integers with separators; other
+    values (text, booleans) are converted with ``str``.
+
+    Parameters
+    ----------
+    value
+        The number (or any value).
+    digits
+        Significant digits of floats outside ``[1e3, 1e6)``.
+    """
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return NA
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -64,35 +81,67 @@ def fmt(value: Any, digits: int = 3) -> str:
         return f"{value:,}"
     if value == 0:
         return "0"
-    if 1e-3 <= abs(value) < 1e3:
-        return f"{value:.{digits}g}"
-    if 1e3 <= abs(value) < 1e6:
+    rounded = float(f"{value:.{digits}g}")  # choose the form by the number as printed
+    if 1e-3 <= abs(rounded) < 1e3:
+        return f"{rounded:.{digits}g}"
+    if 1e3 <= abs(rounded) < 1e6:
         return f"{value:,.0f}"
-    mantissa, exponent = f"{value:.{digits}e}".split("e")
-    mantissa = f"{float(mantissa):.{digits}g}"
-    return f"{mantissa}×10^{int(exponent)}^".replace("-", "−")
+    mantissa, exponent = f"{value:.{max(digits - 1, 0)}e}".split("e")  # digits significant
+    return f"{float(mantissa):g}×10^{int(exponent)}^".replace("-", "−")
 
 
 def fmt_ci(ci: Sequence[Any] | None, digits: int = 3) -> str:
-    """``[low, high]`` of an interval, or an empty string without one."""
+    """``[low, high]`` of an interval, or an empty string without one.
+
+    Parameters
+    ----------
+    ci
+        ``(low, high)``; None, empty or a non-finite bound gives ``""``.
+    digits
+        Significant digits of the numbers (see :func:`fmt`).
+    """
     if not ci or not all(_finite(v) for v in ci):
         return ""
     return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def with_ci(value: Any, ci: Sequence[Any] | None, digits: int = 3) -> str:
-    """``value [low, high]`` (the interval left out when absent)."""
+    """``value [low, high]`` (the interval left out when absent).
+
+    Parameters
+    ----------
+    value
+        The point estimate.
+    ci
+        ``(low, high)``, or None (see :func:`fmt_ci`).
+    digits
+        Significant digits of the numbers (see :func:`fmt`).
+    """
     interval = fmt_ci(ci, digits)
     return f"{fmt(value, digits)} {interval}" if interval else fmt(value, digits)
 
 
 def percent(fraction: Any, digits: int = 3) -> str:
-    """A fraction as a percentage (``0.95`` -> ``95%``)."""
+    """A fraction as a percentage (``0.95`` -> ``95%``).
+
+    Parameters
+    ----------
+    fraction
+        The fraction; anything but a finite number gives ``n/a``.
+    digits
+        Significant digits of the numbers (see :func:`fmt`).
+    """
     return f"{fmt(100 * fraction, digits)}%" if _finite(fraction) else NA
 
 
 def join_words(items: Iterable[Any]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
+    """``a``, ``a and b``, ``a, b and c``.
+
+    Parameters
+    ----------
+    items
+        Values joined as text; none gives ``"none"``.
+    """
     words = [str(item) for item in items]
     if len(words) <= 1:
         return "".join(words) or "none"
@@ -100,7 +149,15 @@ def join_words(items: Iterable[Any]) -> str:
 
 
 def span(values: dict[str, Any], digits: int = 3) -> str:
-    """``x`` when min equals max, else ``x to y``."""
+    """``x`` when min equals max, else ``x to y``.
+
+    Parameters
+    ----------
+    values
+        A dictionary with ``min`` and ``max`` (as in ``numbers.json``).
+    digits
+        Significant digits of the numbers (see :func:`fmt`).
+    """
     low, high = values.get("min"), values.get("max")
     if low == high:
         return fmt(low, digits)
@@ -108,7 +165,18 @@ def span(values: dict[str, Any], digits: int = 3) -> str:
 
 
 def published_value(numbers: dict, key: str, field: str) -> str:
-    """A published number as the study prints it."""
+    """A published number as the study prints it.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (its ``published`` entry is read).
+    key
+        ``key`` of the published entry.
+    field
+        Field of the entry (``alpha``, ``r2``, ``c``, ``bits``, ``n_runs``); fields listed in
+        ``decimals`` get that many decimals, others :func:`fmt`.
+    """
     reference = numbers["published"]
     entry = next(e for e in reference["entries"] if e["key"] == key)
     value = entry[field]
@@ -132,6 +200,11 @@ def quotes(numbers: dict) -> dict[str, Markdown]:
     ``results_dir``, ``created``, ``scalelib_version``, ``digest``, ``devices``,
     ``dtypes``), and the published numbers as ``pub_<entry>_<field>`` plus ``pub_citation``,
     ``pub_arxiv``, ``pub_url`` and ``pub_bits_check``.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
     """
     runs, fitting, training = numbers["runs"], numbers["fitting"], numbers["training"]
     regimes, ladder = numbers["regimes"], numbers["ladder"]
@@ -171,13 +244,26 @@ def quotes(numbers: dict) -> dict[str, Markdown]:
 
 
 def status_word(status: str) -> str:
-    """A short reading of a fit status."""
+    """A short reading of a fit status.
+
+    Parameters
+    ----------
+    status
+        A fit status; unknown ones are returned as they are.
+    """
     return STATUS_WORDS.get(status, status)
 
 
 def fit_sentence(fit: dict) -> str:
     """``α = ... [low, high], a = ..., c = ..., R² = ...`` (bootstrap intervals in brackets),
-    with the status when not ok."""
+    with the status when not ok.
+
+    Parameters
+    ----------
+    fit
+        A fit dictionary (:meth:`scalelib.scaling.PowerLawFit.to_dict`); the R² of log L is
+        added for methods other than huber, whose R² is already that.
+    """
     ci = fit.get("ci") or {}
     parts = [f"α = {with_ci(fit['alpha'], ci.get('alpha'))}",
              f"a = {with_ci(fit['a'], ci.get('a'))}",
@@ -198,7 +284,13 @@ def _regime_heading(regime: dict) -> str:
 
 
 def summary_markdown(numbers: dict) -> Markdown:
-    """One bullet per regime: data, runs and both fits of L = a P^-alpha + c."""
+    """One bullet per regime: data, runs and both fits of L = a P^-alpha + c.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     lines = []
     for regime in numbers["regimes"]:
         lines.append(f"- {_regime_heading(regime)}:")
@@ -208,7 +300,13 @@ def summary_markdown(numbers: dict) -> Markdown:
 
 
 def fits_markdown(numbers: dict) -> Markdown:
-    """Per regime: the fits and how the best run compares with the per-gene-mean baseline."""
+    """Per regime: the fits and how the best run compares with the per-gene-mean baseline.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     paragraphs = []
     for regime in numbers["regimes"]:
         text = [f"{_regime_heading(regime)}."]
@@ -226,7 +324,13 @@ def fits_markdown(numbers: dict) -> Markdown:
 
 
 def entropy_markdown(numbers: dict) -> Markdown:
-    """Bits per masked gene per regime and method, each with its interval."""
+    """Bits per masked gene per regime and method, each with its interval.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     level = percent(numbers["fitting"]["ci_level"])
     lines = []
     for regime in numbers["regimes"]:
@@ -246,7 +350,13 @@ def entropy_markdown(numbers: dict) -> Markdown:
 
 
 def test_val_markdown(numbers: dict) -> Markdown:
-    """How far test MSE lies from validation MSE, per regime."""
+    """How far test MSE lies from validation MSE, per regime.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     lines = []
     for regime in numbers["regimes"]:
         stats = regime["test_vs_val"]
@@ -260,6 +370,9 @@ def test_val_markdown(numbers: dict) -> Markdown:
             text += f"; Pearson r = {fmt(stats['pearson_r'])}"
         lines.append(text + ".")
     return Markdown("\n".join(lines) + "\n")
+
+
+test_val_markdown.__test__ = False  # prose about test MSE, not a test, when pytest imports it
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +425,13 @@ def _split_text(dataset: dict) -> str:
 
 
 def data_markdown(numbers: dict) -> Markdown:
-    """One paragraph per regime on where its cells came from and how they were processed."""
+    """One paragraph per regime on where its cells came from and how they were processed.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     paragraphs = []
     for regime in numbers["regimes"]:
         dataset = regime["dataset"]
@@ -329,7 +448,8 @@ def data_markdown(numbers: dict) -> Markdown:
                  f"dataset seed {fmt(dataset.get('seed'))}.")]
         if dataset.get("hvg_flavor"):
             text.append(f"The vocabulary holds the V = {fmt(regime['n_genes'])} most highly "
-                        f"variable genes (scanpy, flavour {dataset['hvg_flavor']}, on "
+                        f"variable genes ({dataset['hvg_flavor']}, scanpy's selection computed in "
+                        f"streaming passes, on "
                         f"{dataset.get('hvg_input') or 'the counts'}).")
         else:
             text.append(f"The vocabulary holds V = {fmt(regime['n_genes'])} genes.")
@@ -343,7 +463,13 @@ def data_markdown(numbers: dict) -> Markdown:
 
 
 def training_markdown(numbers: dict) -> Markdown:
-    """Training settings shared by the runs, from the results rows."""
+    """Training settings shared by the runs, from the results rows.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     training = numbers["training"]
     wall = training["wall_time_s"]
     text = (f"Runs used batches of {join_words(fmt(b) for b in training['batch_size'])} cells, "
@@ -359,7 +485,13 @@ def training_markdown(numbers: dict) -> Markdown:
 
 
 def failed_markdown(numbers: dict) -> Markdown:
-    """A list of failed runs (an empty string when every run finished)."""
+    """A list of failed runs (the sentence "Every run finished." when none failed).
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     failed = numbers["runs"]["failed"]
     if not failed:
         return Markdown("Every run finished.\n")
@@ -375,7 +507,13 @@ def failed_markdown(numbers: dict) -> Markdown:
 
 
 def comparison_markdown(numbers: dict) -> Markdown:
-    """Our grid fits beside the published ones, for the regimes the study reports."""
+    """Our grid fits beside the published ones, for the regimes the study reports.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     reference = numbers["published"]
     ours = {regime["regime"]: regime for regime in numbers["regimes"]}
     lines = []
@@ -402,7 +540,13 @@ def comparison_markdown(numbers: dict) -> Markdown:
 
 
 def differences_markdown(numbers: dict) -> Markdown:
-    """What differs between these runs and the reference study, from manifests and rows."""
+    """What differs between these runs and the reference study, from manifests and rows.
+
+    Parameters
+    ----------
+    numbers
+        The ``numbers.json`` document (:func:`scalelib.report.numbers.compute_numbers`).
+    """
     reference, training = numbers["reference"], numbers["training"]
     lines = []
     for regime in numbers["regimes"]:

@@ -73,13 +73,40 @@ from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.optimise import HUBER_DELTA
 from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
 from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
-from scalelib.scaling.tables import fit_groups, fit_joint_table, fits_frame, ok_rows
+from scalelib.scaling.tables import (
+    data_size_rows,
+    fit_groups,
+    fit_joint_table,
+    fits_frame,
+    ok_rows,
+    scaling_rows,
+)
 
 __all__ = [
-    "ALPHA_BOUNDS", "CI_LEVEL", "CI_NAMES", "FLAT_P_VALUE", "GRID_POINTS", "GRID_TOP",
-    "HUBER_DELTA", "LOG_FLOOR", "METHODS",
-    "FitsFile", "JointFit", "PowerLawFit",
-    "bootstrap_power_law", "entropy_bits", "fit_groups", "fit_joint", "fit_joint_table",
-    "fit_power_law", "fits_document", "fits_frame", "json_ready", "ok_rows", "read_fits",
+    "ALPHA_BOUNDS",
+    "CI_LEVEL",
+    "CI_NAMES",
+    "FLAT_P_VALUE",
+    "GRID_POINTS",
+    "GRID_TOP",
+    "HUBER_DELTA",
+    "LOG_FLOOR",
+    "METHODS",
+    "FitsFile",
+    "JointFit",
+    "PowerLawFit",
+    "bootstrap_power_law",
+    "data_size_rows",
+    "entropy_bits",
+    "fit_groups",
+    "fit_joint",
+    "fit_joint_table",
+    "fit_power_law",
+    "fits_document",
+    "fits_frame",
+    "json_ready",
+    "ok_rows",
+    "read_fits",
+    "scaling_rows",
     "write_fits",
 ]

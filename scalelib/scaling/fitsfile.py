@@ -37,7 +37,14 @@ class FitsFile:
 
 def json_ready(value: Any) -> Any:
     """``value`` made strict-JSON-ready: non-finite floats become None (recursively), numpy
-    scalars Python ones."""
+    scalars Python ones.
+
+    Parameters
+    ----------
+    value
+        A scalar or nested dicts, lists and tuples of them; dict keys become strings and
+        tuples lists.
+    """
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -51,7 +58,23 @@ def json_ready(value: Any) -> Any:
 
 def fits_document(fits: Sequence[PowerLawFit], *, x: str = "params", y: str = "best_val_mse",
                   joint_fits: Sequence[JointFit] = ()) -> dict[str, Any]:
-    """The JSON-ready document :func:`write_fits` writes (NaN already replaced by None)."""
+    """The JSON-ready document :func:`write_fits` writes (NaN already replaced by None).
+
+    Parameters
+    ----------
+    fits
+        Power-law fits (``fits`` of the document).
+    x, y
+        Names of the columns the fits used.
+    joint_fits
+        Joint ``L(N, D)`` fits (``joint_fits`` of the document).
+
+    Returns
+    -------
+    dict
+        ``x``, ``y``, ``created`` (UTC, now), ``scalelib_version``, ``fits`` and
+        ``joint_fits``, in the layout of :mod:`scalelib.scaling`.
+    """
     return json_ready({
         "x": x, "y": y,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -63,7 +86,24 @@ def fits_document(fits: Sequence[PowerLawFit], *, x: str = "params", y: str = "b
 
 def write_fits(fits: Sequence[PowerLawFit], path: str | Path, *, x: str = "params",
                y: str = "best_val_mse", joint_fits: Sequence[JointFit] = ()) -> Path:
-    """Write fits as strict JSON, atomically (temporary file, then rename)."""
+    """Write fits as strict JSON, atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    fits
+        Power-law fits to write.
+    path
+        Destination JSON file.
+    x, y
+        Names of the columns the fits used.
+    joint_fits
+        Joint ``L(N, D)`` fits to write alongside.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     text = json.dumps(fits_document(fits, x=x, y=y, joint_fits=joint_fits), indent=1,
                       allow_nan=False)
@@ -73,7 +113,18 @@ def write_fits(fits: Sequence[PowerLawFit], path: str | Path, *, x: str = "param
 
 
 def read_fits(path: str | Path) -> FitsFile:
-    """Read a fits JSON file written by :func:`write_fits`."""
+    """Read a fits JSON file written by :func:`write_fits`.
+
+    Parameters
+    ----------
+    path
+        The JSON file.
+
+    Raises
+    ------
+    ScalelibError
+        The file is missing or not in the fits layout.
+    """
     path = Path(path)
     try:
         document = json.loads(path.read_text())

@@ -102,6 +102,13 @@ def bootstrap_power_law(x: Iterable[float], y: Iterable[float], method: str = "h
         Coverage of the percentile intervals.
     on_resample
         Called after each resample, e.g. to advance a progress bar.
+
+    Returns
+    -------
+    PowerLawFit
+        The full-data fit with ``ci``, ``ci_level``, ``n_bootstrap``, ``bootstrap_seed``,
+        ``bootstrap_failures`` and ``bootstrap_params`` set; intervals are NaN when no
+        resample was kept.
     """
     fitter = _fitter(method)
     xs, ys = _validate(x, y)

@@ -37,7 +37,18 @@ class JointFit:
     d: str = "D"
 
     def predict(self, n: float | np.ndarray, d: float | np.ndarray) -> np.ndarray:
-        """The fitted surface at ``(n, d)``."""
+        """The fitted surface at ``(n, d)``.
+
+        Parameters
+        ----------
+        n, d
+            Model size and data size, scalars or arrays that broadcast together.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``E + A n^-alpha + B d^-beta``.
+        """
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
         return self.E + self.A * n ** -self.alpha + self.B * d ** -self.beta
 
@@ -52,7 +63,14 @@ class JointFit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JointFit:
-        """Rebuild a joint fit from :meth:`to_dict` output."""
+        """Rebuild a joint fit from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        data
+            Dictionary with ``E``, ``A``, ``B``, ``alpha``, ``beta``, ``r2_log``, ``bits`` and
+            ``n_runs`` (``null`` numbers become NaN); missing optional keys take defaults.
+        """
         numbers = {k: _float(data[k]) for k in ("E", "A", "B", "alpha", "beta", "r2_log", "bits")}
         return cls(
             **numbers, n_runs=int(data["n_runs"]), status=data.get("status", "ok"),
@@ -111,6 +129,17 @@ def fit_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float], *,
         Huber threshold on log residuals.
     names
         Labels of ``n`` and ``d`` used in messages and stored in the result.
+
+    Returns
+    -------
+    JointFit
+        The fit; ``status`` is ``not_converged`` or ``alpha_at_bound`` (either exponent at a
+        bound) when something went wrong, with every problem in ``message``.
+
+    Raises
+    ------
+    ScalelibError
+        Fewer than 3 distinct ``n``, or values that are missing or not positive.
     """
     ns, ys = _validate(n, loss, names[0], "loss")
     ds, _ = _validate(d, loss, names[1], "loss")

@@ -126,9 +126,15 @@ def _theta_from(a: float, alpha: float, c: float) -> np.ndarray | None:
     return np.array(_Theta(log_a=math.log(a), alpha=alpha, log_c=math.log(c)))
 
 
-def _default_starts(xs: np.ndarray, ys: np.ndarray, fractions=(0.1, 0.5, 0.9),
-                    alphas=(0.1, 0.3, 0.6, 1.0, 2.0), shifts=(-1.0, 0.0, 1.0)) -> list[np.ndarray]:
-    """A scale-free grid: c a fraction of min y, the power-law term matched at median x."""
+def _default_starts(xs: np.ndarray, ys: np.ndarray,
+                    fractions: Sequence[float] = (0.1, 0.5, 0.9),
+                    alphas: Sequence[float] = (0.1, 0.3, 0.6, 1.0, 2.0),
+                    shifts: Sequence[float] = (-1.0, 0.0, 1.0)) -> list[np.ndarray]:
+    """A scale-free grid: c a fraction of min y, the power-law term matched at median x.
+
+    One start per combination of ``fractions`` (c over min y), ``alphas`` and ``shifts``
+    (added to log a after matching ``a x^-alpha + c`` to the median y at the median log x).
+    """
     mid_x, mid_y = float(np.median(np.log(xs))), float(np.median(ys))
     starts = []
     for fraction in fractions:

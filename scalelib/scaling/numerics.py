@@ -16,6 +16,16 @@ def entropy_bits(c: float | np.ndarray) -> float | np.ndarray:
     has the largest entropy of all distributions with a given variance, it is an upper bound on
     the entropy of that noise under MSE. ``c <= 0`` (or NaN) gives NaN.
 
+    Parameters
+    ----------
+    c
+        Irreducible MSE, a scalar or an array.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Bits, a float for a scalar ``c`` and an array of the same shape otherwise.
+
     Examples
     --------
     >>> round(float(entropy_bits(1.44)), 2)

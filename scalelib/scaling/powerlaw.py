@@ -55,7 +55,13 @@ class PowerLawFit:
         return self.status == "ok"
 
     def predict(self, x: float | np.ndarray) -> np.ndarray:
-        """The fitted curve ``a x^-alpha + c`` at ``x``."""
+        """The fitted curve ``a x^-alpha + c`` at ``x``.
+
+        Parameters
+        ----------
+        x
+            Value(s) of the x column (e.g. parameter counts).
+        """
         return _power_law(np.asarray(x, dtype=float), self.a, self.alpha, self.c)
 
     def bootstrap_array(self) -> np.ndarray:
@@ -63,7 +69,20 @@ class PowerLawFit:
         return np.asarray(self.bootstrap_params, dtype=float).reshape(-1, 3)
 
     def band(self, x: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise percentile band of the bootstrap curves at ``x`` (NaN without samples)."""
+        """Pointwise percentile band of the bootstrap curves at ``x`` (NaN without samples).
+
+        Parameters
+        ----------
+        x
+            1-D array of x values.
+        level
+            Coverage of the band (None or 0: ``ci_level``).
+
+        Returns
+        -------
+        low, high : numpy.ndarray
+            Lower and upper percentiles of the bootstrap curves at each ``x``.
+        """
         x = np.asarray(x, dtype=float)
         samples = self.bootstrap_array()
         if not len(samples):
@@ -76,7 +95,13 @@ class PowerLawFit:
         return np.nanpercentile(curves, tail, axis=0), np.nanpercentile(curves, 100 - tail, axis=0)
 
     def to_dict(self, *, with_bootstrap_params: bool = True) -> dict[str, Any]:
-        """A JSON-ready dictionary in the layout of :mod:`scalelib.scaling` (NaN kept as NaN)."""
+        """A JSON-ready dictionary in the layout of :mod:`scalelib.scaling` (NaN kept as NaN).
+
+        Parameters
+        ----------
+        with_bootstrap_params
+            Include ``bootstrap_params`` (one ``[a, alpha, c]`` list per kept resample).
+        """
         out = {
             "group": dict(self.group), "method": self.method,
             "n_runs": self.n_runs, "n_x": self.n_x,
@@ -94,7 +119,14 @@ class PowerLawFit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PowerLawFit:
-        """Rebuild a fit from :meth:`to_dict` output (``null`` numbers become NaN)."""
+        """Rebuild a fit from :meth:`to_dict` output (``null`` numbers become NaN).
+
+        Parameters
+        ----------
+        data
+            Dictionary with at least ``method``, ``a``, ``alpha``, ``c``, ``r2``, ``r2_log``,
+            ``bits``, ``n_runs`` and ``n_x``; missing optional keys take their defaults.
+        """
         ci = data.get("ci")
         return cls(
             method=data["method"],

@@ -28,10 +28,46 @@ def _require_columns(table: pl.DataFrame, columns: Iterable[str]) -> None:
 
 
 def ok_rows(table: pl.DataFrame) -> pl.DataFrame:
-    """Rows with ``status == "ok"`` when the table has a text ``status`` column, else all."""
+    """Rows with ``status == "ok"`` when the table has a text ``status`` column, else all.
+
+    Parameters
+    ----------
+    table
+        Any table; a results table in practice.
+    """
     if "status" in table.columns and table.schema["status"] == pl.Utf8:
         return table.filter(pl.col("status") == "ok")
     return table
+
+
+def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
+    """Finished runs that the fits against P use: per dataset, the runs at its largest D.
+
+    A data-size sweep adds runs at smaller nested training sets to a dataset; the scaling fits
+    in P use only the runs that saw the whole training set (the largest ``n_train_cells`` of
+    each dataset fingerprint).
+
+    Parameters
+    ----------
+    results
+        Results table.
+    """
+    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
+    largest = pl.col("n_train_cells") == pl.col("n_train_cells").max().over("dataset_fingerprint")
+    return rows.filter(largest)
+
+
+def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
+    """Finished runs of datasets trained at more than one training-set size D (data sweeps).
+
+    Parameters
+    ----------
+    results
+        Results table.
+    """
+    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
+    several = pl.col("n_train_cells").n_unique().over("dataset_fingerprint") > 1
+    return rows.filter(several)
 
 
 def _groups(table: pl.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, Any], pl.DataFrame]]:
@@ -68,14 +104,18 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     ----------
     table
         A results table (or any table with the columns named).
-    x, y
-        Columns of the points, e.g. ``params`` and ``best_val_mse``.
+    x
+        Column of the x values, e.g. ``params``.
+    y
+        Column of the y values, e.g. ``best_val_mse``.
     by
         Columns whose value combinations define the groups (empty: the whole table).
     methods
         Fit methods, one fit per group and method.
-    n_bootstrap, seed
-        Bootstrap resamples per fit (0: none) and their seed.
+    n_bootstrap
+        Bootstrap resamples per fit (0: none).
+    seed
+        Seed of the bootstrap (the same for every fit).
     on_resample
         Called after each bootstrap resample of every fit (progress bars).
 
@@ -114,7 +154,33 @@ def _failed_fit(method: str, part: pl.DataFrame, x: str, reason: str) -> PowerLa
 
 def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train_cells",
                     y: str = "best_val_mse", by: Sequence[str] = ()) -> list[JointFit]:
-    """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows), e.g. a data sweep."""
+    """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows), e.g. a data sweep.
+
+    Parameters
+    ----------
+    table
+        A results table (or any table with the columns named).
+    n
+        Column of the model size ``N``.
+    d
+        Column of the data size ``D``.
+    y
+        Column of the loss.
+    by
+        Columns whose value combinations define the groups (empty: the whole table).
+
+    Returns
+    -------
+    list of JointFit
+        One fit per group, in group order, each with ``group`` set and ``n``, ``d`` naming
+        the columns.
+
+    Raises
+    ------
+    ScalelibError
+        A named column is missing or not numeric, or a group cannot be fitted (unlike
+        :func:`fit_groups`, a failing group is not turned into an error fit).
+    """
     _require_columns(table, [n, d, y, *by])
     fits = []
     for group, part in _groups(ok_rows(table), by):
@@ -124,7 +190,20 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
 
 
 def fits_frame(fits: Sequence[PowerLawFit]) -> pl.DataFrame:
-    """One row per fit: group columns, method, parameters, r2s, bits, status and CI bounds."""
+    """One row per fit: group columns, method, parameters, r2s, bits, status and CI bounds.
+
+    Parameters
+    ----------
+    fits
+        Power-law fits, e.g. from :func:`fit_groups`.
+
+    Returns
+    -------
+    polars.DataFrame
+        The fields of :meth:`PowerLawFit.to_dict` except ``group``, ``ci`` and
+        ``bootstrap_params``, plus ``<name>_low``/``<name>_high`` for each name in
+        ``CI_NAMES`` (NaN without bootstrap); an empty frame for no fits.
+    """
     rows = []
     for fit in fits:
         row = dict(fit.group)

@@ -156,6 +156,20 @@ def test_flat_grid_fit_of_a_constant_keeps_the_regression_at_c_zero():
     assert math.isnan(fit.bits)
 
 
+@pytest.mark.parametrize("method", ["grid", "huber"])
+@pytest.mark.parametrize("x, y", [([1e3, 1e4, 1e5], [1.41, 1.50, 1.59]),  # a smoke sweep's
+                                  (SIZES, 0.5 * SIZES ** 0.05)])
+def test_a_rising_curve_is_increasing_with_no_floor(method, x, y):
+    fit = fit_power_law(np.asarray(x, dtype=float), np.asarray(y, dtype=float), method)
+    assert fit.status == "increasing", fit.message
+    assert math.isnan(fit.bits) and "no power-law decline" in fit.message
+
+
+def test_flat_message_gives_the_degrees_of_freedom():
+    x, y = flat_points(0.01, 2)
+    assert "with 18 residual degrees of freedom" in fit_power_law(x, y, "grid").message
+
+
 def test_pure_power_law_grid_picks_c_zero_and_reports_nan_bits():
     x = SIZES
     fit = fit_power_law(x, 2.0 * x**-0.3, "grid")

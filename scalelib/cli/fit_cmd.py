@@ -145,5 +145,9 @@ def _summary(fits: list[PowerLawFit], args: argparse.Namespace) -> str:
         if fit.n_bootstrap:
             lines.append(f"    bootstrap {fit.n_bootstrap} resamples, seed {fit.bootstrap_seed}, "
                          f"{fit.bootstrap_failures} skipped")
+            usable = fit.n_bootstrap - fit.bootstrap_failures
+            if usable < fit.n_bootstrap / 2:
+                lines.append(f"    warning: intervals unreliable, only {usable} resamples kept "
+                             "(the others had fewer than 3 distinct sizes or failed); add sizes or seeds")
         lines.append(f"    status  {fit.status}" + (f": {fit.message}" if fit.message else ""))
     return "\n".join(lines)

@@ -38,6 +38,8 @@ LOG_FLOOR = 25.0
 FLAT_P_VALUE = 0.05
 CI_LEVEL = 0.95
 CI_NAMES = ("alpha", "a", "c", "bits", "r2_log")
+RISING_MESSAGE = ("y increases with x: there is no power-law decline, so c is no floor and "
+                  "bits is undefined (NaN)")
 NAN = math.nan
 
 
@@ -314,7 +316,7 @@ def fit_grid(xs: Sequence[float], ys: Sequence[float]) -> LiteFit:
         reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
         issues.append(("c_at_bound", reason))
     if alpha < 0:
-        issues.append(("increasing", "y increases with x (alpha < 0)"))
+        issues.append(("increasing", f"alpha < 0: {RISING_MESSAGE}"))
     return _assemble("grid", xs, ys, a, alpha, c, r2, issues)
 
 
@@ -387,6 +389,8 @@ def fit_huber(xs: Sequence[float], ys: Sequence[float],
         issues.append(("not_converged", "Nelder-Mead did not converge"))
     if min(abs(alpha - bound) for bound in ALPHA_BOUNDS) < 1e-6:
         issues.append(("alpha_at_bound", f"alpha = {alpha:g} is at a bound {ALPHA_BOUNDS}"))
+    if alpha < ALPHA_BOUNDS[0] + 1e-6 and _rises(log_x, log_y):
+        issues.insert(0, ("increasing", RISING_MESSAGE))
     return _assemble("huber", xs, ys, math.exp(log_a), alpha, math.exp(log_c), NAN, issues)
 
 
@@ -452,9 +456,11 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
     log_pred = [_safe_log(_power_law(x, a, alpha, c)) for x in xs]
     r2_log = _r2(log_y, log_pred)
     p_value = _flat_p_value(log_y, log_pred)
-    if p_value > FLAT_P_VALUE:
-        reason = (f"y is flat in x: the power law explains no more of log y than a constant "
-                  f"(F-test p = {p_value:.2g})")
+    rising = bool(issues) and issues[0][0] == "increasing"
+    if p_value > FLAT_P_VALUE and not rising:
+        reason = (f"y is flat in x: the power law fits log y not significantly better than a "
+                  f"constant (F-test p = {p_value:.2g} with {len(xs) - 3} residual degrees "
+                  "of freedom)")
         if method == "huber":
             a, alpha, c = 0.0, 0.0, math.exp(sum(log_y) / len(log_y))
             r2 = r2_log = 0.0
@@ -464,6 +470,8 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
         else:
             issues = [("flat", reason + "; a, alpha, c and R^2 are reported as fitted"), *issues]
     bits = entropy_bits(c)
+    if issues and issues[0][0] == "increasing":
+        bits = NAN  # a curve that rises has no floor to read as noise
     if not c > 0:
         issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
     elif c < 1e-9 * min(ys):
@@ -475,6 +483,23 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
                    r2_log=float(r2_log), bits=float(bits), n_runs=len(xs), n_x=len(set(xs)),
                    status=issues[0][0] if issues else "ok",
                    message="; ".join(text for _, text in issues))
+
+
+def _rises(log_x: Sequence[float], log_y: Sequence[float]) -> bool:
+    """``log y`` rises with ``log x`` significantly (as :func:`scalelib.scaling.rises`)."""
+    dof = len(log_x) - 2
+    mean_x, mean_y = sum(log_x) / len(log_x), sum(log_y) / len(log_y)
+    spread = sum((u - mean_x) ** 2 for u in log_x)
+    if dof < 1 or spread == 0.0:
+        return False
+    slope = sum((u - mean_x) * (v - mean_y) for u, v in zip(log_x, log_y)) / spread
+    residual = sum((v - mean_y - slope * (u - mean_x)) ** 2 for u, v in zip(log_x, log_y))
+    if slope <= 0:
+        return False
+    if residual == 0.0:
+        return True
+    t_squared = slope**2 * spread * dof / residual
+    return _betainc(dof / 2, 0.5, dof / (dof + t_squared)) < FLAT_P_VALUE
 
 
 def _flat_p_value(log_y: Sequence[float], log_pred: Sequence[float], n_params: int = 3) -> float:

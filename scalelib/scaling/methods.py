@@ -15,7 +15,7 @@ import numpy as np
 from scalelib.errors import ScalelibError
 from scalelib.scaling.optimise import HUBER_DELTA, _huber, _lbfgs
 from scalelib.scaling.params import ALPHA_BOUNDS, _bounds, _Theta, _unpack
-from scalelib.scaling.powerlaw import PowerLawFit, _assemble
+from scalelib.scaling.powerlaw import RISING_MESSAGE, PowerLawFit, _assemble, rises
 
 METHODS = ("grid", "huber")
 GRID_POINTS = 200
@@ -98,7 +98,7 @@ def _fit_grid(xs: np.ndarray, ys: np.ndarray) -> PowerLawFit:
         reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
         issues.append(("c_at_bound", reason))
     if best.alpha < 0:
-        issues.append(("increasing", "y increases with x (alpha < 0)"))
+        issues.append(("increasing", f"alpha < 0: {RISING_MESSAGE}"))
     return _assemble("grid", xs, ys, best.a, best.alpha, best.c, best.r2, issues)
 
 
@@ -161,6 +161,8 @@ def _fit_huber(xs: np.ndarray, ys: np.ndarray, starts: Sequence[np.ndarray] | No
         issues.append(("not_converged", f"L-BFGS-B did not converge: {optimum.message}"))
     if min(abs(theta.alpha - bound) for bound in ALPHA_BOUNDS) < 1e-6:
         issues.append(("alpha_at_bound", f"alpha = {theta.alpha:g} is at a bound {ALPHA_BOUNDS}"))
+    if theta.alpha < ALPHA_BOUNDS[0] + 1e-6 and rises(np.log(xs), np.log(ys)):
+        issues.insert(0, ("increasing", RISING_MESSAGE))
     a, c = math.exp(theta.log_a), math.exp(theta.log_c)
     return _assemble("huber", xs, ys, a, theta.alpha, c, math.nan, issues)
 

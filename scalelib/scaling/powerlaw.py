@@ -165,6 +165,51 @@ def _flat_p_value(log_y: np.ndarray, log_pred: np.ndarray, n_params: int = 3) ->
     return float(special.fdtrc(n_params - 1, residual_dof, max(statistic, 0.0)))
 
 
+RISING_MESSAGE = ("y increases with x: there is no power-law decline, so c is no floor and "
+                  "bits is undefined (NaN)")
+
+
+def rises(log_x: np.ndarray, log_y: np.ndarray) -> bool:
+    """True when ``log y`` rises with ``log x`` significantly (least-squares slope > 0,
+    t-test p < ``FLAT_P_VALUE``); False without a residual degree of freedom.
+
+    Parameters
+    ----------
+    log_x, log_y
+        Logarithms of the points.
+    """
+    dof = log_x.size - 2
+    centred_x = log_x - log_x.mean()
+    spread = float(np.sum(centred_x**2))
+    if dof < 1 or spread == 0.0:
+        return False
+    slope = float(np.sum(centred_x * (log_y - log_y.mean()))) / spread
+    residual = float(np.sum((log_y - log_y.mean() - slope * centred_x) ** 2))
+    if slope <= 0:
+        return False
+    if residual == 0.0:
+        return True
+    t_squared = slope**2 * spread * dof / residual
+    return float(special.betainc(dof / 2, 0.5, dof / (dof + t_squared))) < FLAT_P_VALUE
+
+
+def flat_reason(p_value: float, n_points: int, n_params: int = 3) -> str:
+    """The message of a ``flat`` fit: its F-test p-value and residual degrees of freedom.
+
+    Parameters
+    ----------
+    p_value
+        p-value of the F-test of the power law against a constant, in log y.
+    n_points
+        Number of fitted points.
+    n_params
+        Parameters of the power law (3).
+    """
+    return (f"y is flat in x: the power law fits log y not significantly better than a "
+            f"constant (F-test p = {p_value:.2g} with {n_points - n_params} residual degrees "
+            "of freedom)")
+
+
 def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: float, c: float,
               r2: float, issues: list[tuple[str, str]]) -> PowerLawFit:
     """Add r2_log, bits, the flatness test and the status to fitted parameters.
@@ -180,9 +225,9 @@ def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: floa
     r2_log = _log_r2(ys, predicted)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = _flat_p_value(np.log(ys), np.log(predicted))
-    if p_value > FLAT_P_VALUE:
-        reason = (f"y is flat in x: the power law explains no more of log y than a constant "
-                  f"(F-test p = {p_value:.2g})")
+    rising = bool(issues) and issues[0][0] == "increasing"
+    if p_value > FLAT_P_VALUE and not rising:
+        reason = flat_reason(p_value, xs.size)
         if method == "huber":
             a, alpha, c = 0.0, 0.0, float(np.exp(np.mean(np.log(ys))))
             r2 = r2_log = 0.0
@@ -193,6 +238,8 @@ def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: floa
             reason += "; a, alpha, c and R^2 are reported as fitted"
             issues = [("flat", reason), *issues]
     bits = entropy_bits(c)
+    if issues and issues[0][0] == "increasing":
+        bits = math.nan  # a curve that rises has no floor to read as noise
     if not c > 0:
         issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
     elif c < 1e-9 * ys.min():

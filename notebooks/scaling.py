@@ -114,6 +114,8 @@ def _(
     sweeps,
 ):
     _datasets = {str(path): str(path) for path in sweeps.list_datasets("data")}
+    if default_source != sweeps.SIMULATED:  # a --source outside data/ (checked when loaded)
+        _datasets.setdefault(default_source, default_source)
     source = mo.ui.dropdown(
         options={"simulated rich and limited regimes": sweeps.SIMULATED, **_datasets},
         value=("simulated rich and limited regimes" if default_source == sweeps.SIMULATED
@@ -236,6 +238,10 @@ def _(
     train_button,
     train_preset,
 ):
+    _headless = mo.app_meta().mode == "script"
+    if _headless and not auto_train:
+        print("nothing trained: pass --train to train headless (the smoke preset trains "
+              "by itself); finished runs are still read and fitted")
     mo.stop(not (train_button.value or auto_train),
             mo.md("Press **Train** to run the sweep (finished runs are skipped)."))
     _out = Path(out_dir.value)
@@ -261,6 +267,8 @@ def _(
         )
         _trained = run_sweep(_runs, _out, callbacks=_monitor.callbacks(), progress=False)
     set_sweep_version(lambda version: version + 1)  # the cells below re-read the results
+    if _headless:
+        print(f"{_trained.height} runs in {_out / 'results.parquet'}")
     mo.output.replace(mo.md(
         f"**{_trained.height} runs** of this plan are in `{_out / 'results.parquet'}` "
         f"({_monitor.frame()['run_id'].n_unique()} trained now, the rest were finished)."))
@@ -297,6 +305,8 @@ def _(Path, fit_groups, full_rows, mo, n_bootstrap, out_dir, write_fits):
         fits = fit_groups(full_rows, by=("regime",), methods=("grid", "huber"),
                           n_bootstrap=n_bootstrap.value, on_resample=_bar.update)
     fits_path = write_fits(fits, Path(out_dir.value) / "fits.json")
+    if mo.app_meta().mode == "script":
+        print(f"fits of {full_rows.height} runs in {fits_path}")
     return fits, fits_path
 
 

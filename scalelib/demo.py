@@ -25,6 +25,7 @@ from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder, get_regime
 from scalelib.data.store import ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
 from scalelib.plots import save_chart, scaling_chart
+from scalelib.results import print_table
 from scalelib.scaling import PowerLawFit, fit_groups, write_fits
 from scalelib.sweep import SweepCallbacks, plan_runs, run_sweep
 
@@ -135,9 +136,7 @@ def print_summary(summary: DemoSummary) -> None:
         "regime", "size", "params", "steps", "best_val_mse", "test_mse", "baseline_val_mse",
         "wall_time_s",
     )
-    with pl.Config(tbl_rows=100, tbl_cols=20, float_precision=4, tbl_hide_dataframe_shape=True,
-                   tbl_hide_column_data_types=True):
-        print(runs)
+    print_table(runs)
     print("fits of L = a P^-alpha + c to validation MSE (95% bootstrap intervals):")
     for fit in summary.fits:
         print("  " + fit_sentence(fit))

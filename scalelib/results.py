@@ -184,3 +184,15 @@ def finished_run_ids(path: str | Path) -> set[str]:
     table = read_results(path)
     return set(table.filter(pl.col("status") == "ok")["run_id"].to_list())
 
+
+def print_table(table: pl.DataFrame) -> None:
+    """Print a table whole, for a terminal: every row and column, 4 decimals, no dtypes.
+
+    Parameters
+    ----------
+    table
+        The rows to show (e.g. a selection of results columns).
+    """
+    with pl.Config(tbl_rows=1000, tbl_cols=40, float_precision=4, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, tbl_width_chars=200):
+        print(table)

@@ -355,7 +355,7 @@ class _Run:
         peak_lr = config.peak_lr(self.size.d_model)
         interval_losses: list[float] = []
         bar = tqdm(total=config.total_steps, desc=f"{self.size.name} seed {self.seed}",
-                   disable=not progress, leave=False)
+                   disable=None if progress else True, leave=False)  # None: off unless a tty
         self.model.train()
         for step, positions in enumerate(self.batches.iterate(config, batch_rng), start=1):
             lr = learning_rate(step - 1, config, peak_lr)

@@ -101,6 +101,14 @@ def test_scaling_notebook_reopened_does_not_retrain(smoke_sweep):
         before.sort("run_id")["finished_at"].to_list())
 
 
+def test_scaling_notebook_trains_on_a_dataset_outside_data(smoke_sweep, tmp_path):
+    result = run_notebook("scaling", "--preset", "smoke", "--bootstrap", "0", "--out",
+                          str(tmp_path / "sweep"), "--source", str(smoke_sweep / "datasets" / "rich"))
+    results = pl.read_parquet(tmp_path / "sweep" / "results.parquet")
+    assert results.height == 3 and set(results["regime"]) == {"rich"}
+    assert "3 runs in" in result.stdout
+
+
 def test_data_notebook_runs_headless(smoke_sweep):
     run_notebook("data", "--preset", "smoke", "--datasets", str(smoke_sweep / "datasets"))
 
@@ -167,6 +175,11 @@ def test_pure_fit_reports_problems_like_scalelib():
             for p in (1, 2)]
     (fit,) = purefit.fit_rows(rows, methods=("grid",))
     assert fit.status == "error" and fit.group == {"regime": "r"}
+    rising = ([1e3, 1e4, 1e5], [1.41, 1.50, 1.59])
+    for method in ("grid", "huber"):
+        lite = purefit.fit_power_law(*rising, method)
+        assert lite.status == fit_power_law(*map(np.asarray, rising), method).status
+        assert lite.status == "increasing" and math.isnan(lite.bits)
 
 
 def test_bundle_round_trip_and_scaling_spec(smoke_sweep, tmp_path):
@@ -233,7 +246,7 @@ def test_export_writes_both_notebooks_with_their_outputs(exported):
 @needs_uv
 def test_export_writes_the_wasm_explorer_with_its_data(exported):
     explorer = exported / "explorer"
-    assert (explorer / "index.html").exists()
+    assert (explorer / "index.html").exists() and not (explorer / "CLAUDE.md").exists()
     document = json.loads((explorer / "public" / BUNDLE_NAME).read_text())
     assert len(document["rows"]) == 6 and len(document["fits"]) == 4
     wheels = list((explorer / "public" / "wheels").glob("scalelib-*.whl"))

@@ -124,7 +124,10 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    import polars as pl
+
     from scalelib.demo import load_or_simulate
+    from scalelib.results import print_table
     from scalelib.sweep import plan_runs, run_sweep
 
     config = training_config(args)
@@ -137,8 +140,12 @@ def _sweep(args: argparse.Namespace) -> int:
         dataset = load_or_simulate(args.simulate, args.regime_preset, args.out / "datasets")
     runs = plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
     table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap)
-    print(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
-                       "best_val_mse", "test_mse", "baseline_val_mse", "status"))
+    print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
+                             "best_val_mse", "test_mse", "baseline_val_mse", "status"))
+    finished = table.filter(pl.col("status") == "ok")
+    if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
+        print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "
+              "--steps) or try another --lr")
     print(f"results: {args.out / 'results.parquet'}")
     return 0 if (table["status"] == "ok").all() else 1
 

@@ -61,7 +61,8 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout", help="obs column whose groups val and test take whole "
                                           "(dataset_id, donor_id, sample_id, ...)")
     parser.add_argument("--stratify", default="cell_type",
-                        help="obs column whose proportions each split keeps (cell_type)")
+                        help="obs column whose proportions each split keeps (cell_type; "
+                             "without that column the split is random, as the summary notes)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     census = parser.add_argument_group("census and SOMA sources")
@@ -193,7 +194,8 @@ def _describe(manifest: dict, fingerprint: str) -> list[str]:
                    f"test {', '.join(groups.get('test', []))})")
     elif split.get("stratify"):
         design += f" by {split['stratify']}"
-    lines.append(f"split: {design}; seed {manifest.get('seed')}")
+    lines.append(f"split: {design}; seed {manifest.get('seed')}"
+                 + (f" (note: {split['note']})" if split.get("note") else ""))
     lines.append("nested training sizes: "
                  + ", ".join(f"{n:,}" for n in manifest.get("train_sizes", [])))
     lines.append(f"fingerprint: {fingerprint}")

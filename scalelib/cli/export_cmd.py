@@ -178,6 +178,7 @@ def export_explorer(notebook: Path, target: Path, results: Path, *,
         _marimo(marimo_command("export", "html-wasm", "explorer.py", "-o", str(target.resolve()),
                                "--mode", "run", "-f", "--no-sandbox"),
                 "marimo export html-wasm of the explorer (it needs uv on PATH)", cwd=stage)
+    (target / "CLAUDE.md").unlink(missing_ok=True)  # marimo's note for AI assistants, not the site
     if runtime != "cdn":
         try:
             summary = wasm.bundle_runtime(target)

@@ -9,6 +9,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from scalelib.errors import ScalelibError
@@ -64,7 +66,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _rerun_command(args: argparse.Namespace) -> str:
     """The ``scalelib report`` command line that repeats this one."""
-    words = ["scalelib report", f"--results {args.results}"]
+    program = "scalelib" if shutil.which("scalelib") else f"{sys.executable} -m scalelib"
+    words = [f"{program} report", f"--results {args.results}"]
     if args.out:
         words.append(f"--out {args.out}")
     if args.project != Path("report"):

@@ -128,9 +128,12 @@ def install_message(data_dir: str | Path, project: str | Path, rerun: str) -> st
         (f"The report data are prepared in {data_dir} (numbers.json, results.parquet, "
          "fits.json, manifests/), but Quarto is not installed, so nothing was rendered."),
         f"To render the report as HTML and PDF: install Quarto from {QUARTO_URL}",
-        "  (it bundles Pandoc and Typst; no LaTeX is needed), then in this environment:",
-        "  pip install jupyter",
+        "  (it bundles Pandoc and Typst; no LaTeX is needed; on Debian or Ubuntu: download",
+        "  quarto-<version>-linux-amd64.deb from https://github.com/quarto-dev/quarto-cli/releases",
+        "  and `sudo dpkg -i` it), then run again:",
+        *([f"  {sys.executable} -m pip install jupyter"] if missing_jupyter() else []),
         f"  {rerun}",
         (f"or render by hand: SCALELIB_REPORT_DATA={data_dir.resolve()} "
          f"quarto render {Path(project) / REPORT_DOCUMENT}"),
     ])
+

@@ -25,6 +25,7 @@ def _():
 
     import marimo as mo
 
+    from scalelib.config import notebook_sweep_dir
     from scalelib.data.store import load_dataset
     from scalelib.errors import ScalelibError
     from scalelib.explore import datacharts, dataview
@@ -38,15 +39,15 @@ def _():
         list_datasets,
         load_dataset,
         mo,
+        notebook_sweep_dir,
     )
 
 
 @app.cell
-def _(Path, mo):
+def _(Path, mo, notebook_sweep_dir):
     args = mo.cli_args()
     preset = str(args.get("preset") or "demo")
-    datasets_dir = Path(str(args.get("datasets") or (
-        "data/demo/datasets" if preset == "demo" else f"data/notebook/{preset}/datasets")))
+    datasets_dir = Path(str(args.get("datasets") or notebook_sweep_dir(preset) / "datasets"))
     start_dataset = str(args.get("dataset") or "")
     start_embedding = str(args.get("embedding") or (
         "umap" if mo.app_meta().mode in ("edit", "run") and preset != "smoke" else "pca"))

@@ -82,6 +82,8 @@ def _(fitted, method, mo, n_bootstrap, purefit, regimes, seed, x_column, y_colum
         refits = purefit.fit_rows(fitted, x=x_column.value, y=y_column.value, by=("regime",),
                                   methods=(method.value,), n_bootstrap=n_bootstrap.value,
                                   seed=seed.value, on_resample=_bar.update)
+    if mo.app_meta().mode == "script":
+        print(f"refitted {len(refits)} fits to {len(fitted)} runs")
     return (refits,)
 
 

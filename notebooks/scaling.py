@@ -26,7 +26,14 @@ def _():
     import marimo as mo
 
     from scalelib import plots
-    from scalelib.config import LADDERS, REGIME_PRESETS, TRAIN_PRESETS, get_ladder, select_sizes
+    from scalelib.config import (
+        LADDERS,
+        REGIME_PRESETS,
+        TRAIN_PRESETS,
+        get_ladder,
+        notebook_sweep_dir,
+        select_sizes,
+    )
     from scalelib.errors import ScalelibError
     from scalelib.explore import sweeps
     from scalelib.results import read_results
@@ -50,6 +57,7 @@ def _():
         fit_joint_table,
         get_ladder,
         mo,
+        notebook_sweep_dir,
         plots,
         read_results,
         run_sweep,
@@ -61,11 +69,10 @@ def _():
 
 
 @app.cell
-def _(Path, mo):
+def _(Path, mo, notebook_sweep_dir):
     args = mo.cli_args()
     preset = str(args.get("preset") or "demo")
-    default_out = Path(str(args.get("out") or ("data/demo" if preset == "demo"
-                                              else f"data/notebook/{preset}")))
+    default_out = Path(str(args.get("out") or notebook_sweep_dir(preset)))
     auto_train = "train" in args or (preset == "smoke" and mo.app_meta().mode == "script")
     default_bootstrap = int(args.get("bootstrap") or (100 if preset == "smoke" else 1000))
     default_source = str(args.get("source") or "simulated")

@@ -7,6 +7,7 @@ from scalelib.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from scalelib.errors import ScalelibError
 
@@ -317,3 +318,15 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(max_steps=30, batch_size=32, lr=0.012, lr_reference_width=32,
                          lr_width_exponent=0.75, eval_every=10, attention_dropout=0.0),
 }
+
+
+def notebook_sweep_dir(preset: str) -> Path:
+    """Where the notebooks keep a preset's sweep: ``data/demo`` (shared with ``scalelib demo``)
+    for the demo preset, ``data/notebook/<preset>`` for the others.
+
+    Parameters
+    ----------
+    preset
+        Regime and training preset name (``demo``, ``smoke``, ``paper``).
+    """
+    return Path("data/demo" if preset == "demo" else f"data/notebook/{preset}")

@@ -8,6 +8,7 @@ table and trains only what is missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import traceback
@@ -57,7 +58,7 @@ class RunSpec:
     n_train: int | None
     config: TrainConfig
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         """A 16-hex-digit hash of dataset fingerprint, size, seed, data size and config.
 

@@ -109,12 +109,15 @@ def test_scaling_notebook_trains_on_a_dataset_outside_data(smoke_sweep, tmp_path
     assert "3 runs in" in result.stdout
 
 
-def test_data_notebook_runs_headless(smoke_sweep):
-    run_notebook("data", "--preset", "smoke", "--datasets", str(smoke_sweep / "datasets"))
+def test_data_notebook_runs_headless_and_simulates_what_is_missing(tmp_path):
+    run_notebook("data", "--preset", "smoke", "--datasets", str(tmp_path))
+    manifest = json.loads((tmp_path / "rich" / "manifest.json").read_text())
+    assert manifest["regime"] == "rich" and manifest["n_genes"] == 32
 
 
 def test_explorer_notebook_runs_headless_on_a_sweep_directory(smoke_sweep):
-    run_notebook("explorer", "--results", str(smoke_sweep))
+    result = run_notebook("explorer", "--results", str(smoke_sweep))
+    assert "refitted 2 fits to 6 runs" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------

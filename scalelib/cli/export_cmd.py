@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scalelib.config import notebook_sweep_dir
 from scalelib.errors import ScalelibError
 
 NOTEBOOKS = ("scaling", "data", "explorer")
@@ -76,8 +77,7 @@ def run_export(args: argparse.Namespace) -> int:
     if missing:
         raise ScalelibError(f"no notebook(s) {', '.join(missing)} in {notebooks}; pass "
                             "--notebooks DIR (the checkout's notebooks/ folder)")
-    results = args.results or Path("data/demo" if args.preset == "demo"
-                                   else f"data/notebook/{args.preset}")
+    results = args.results or notebook_sweep_dir(args.preset)
     train = args.train or args.preset == "smoke"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

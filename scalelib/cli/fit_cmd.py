@@ -12,18 +12,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from scalelib.errors import ScalelibError
-from scalelib.scaling import METHODS, PowerLawFit, fit_groups, json_ready, write_fits
 
-READERS = {
-    ".csv": lambda path: pl.read_csv(path),
-    ".tsv": lambda path: pl.read_csv(path, separator="\t"),
-    ".parquet": pl.read_parquet,
-    ".pq": pl.read_parquet,
+if TYPE_CHECKING:
+    import polars as pl
+
+    from scalelib.scaling import PowerLawFit
+
+# polars and scipy load when a fit runs, not whenever the CLI builds its parser.
+READERS = {  # extension -> polars reader and its options
+    ".csv": ("read_csv", {}),
+    ".tsv": ("read_csv", {"separator": "\t"}),
+    ".parquet": ("read_parquet", {}),
+    ".pq": ("read_parquet", {}),
 }
+METHOD_CHOICES = ("grid", "huber")  # scalelib.scaling.METHODS (a test keeps them equal)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="column of model sizes (default: params)")
     parser.add_argument("--y", default="best_val_mse", metavar="COLUMN",
                         help="column of losses (default: best_val_mse)")
-    parser.add_argument("--method", choices=METHODS, default="huber",
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="huber",
                         help="huber: log-sum-exp, Huber loss, L-BFGS-B (default); "
                         "grid: the reference study's grid over c")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
@@ -62,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_table(path: Path) -> pl.DataFrame:
     """Read a CSV, TSV or parquet table, or raise a ScalelibError naming the fix."""
+    import polars as pl
+
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise ScalelibError(
@@ -71,7 +78,8 @@ def read_table(path: Path) -> pl.DataFrame:
     if not path.is_file():
         raise ScalelibError(f"no table at {path}; check the path")
     try:
-        return reader(path)
+        name, options = reader
+        return getattr(pl, name)(path, **options)
     except Exception as error:  # polars raises several types for a malformed file
         raise ScalelibError(
             f"cannot read {path} ({error}); check that it is a valid table"
@@ -80,6 +88,8 @@ def read_table(path: Path) -> pl.DataFrame:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Fit, print a summary or JSON, optionally write the fits file; return the exit status."""
+    from scalelib.scaling import json_ready, write_fits
+
     if args.bootstrap < 0:
         raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
     table = _rows_from(read_table(args.table), args.x, args.min_x)
@@ -98,6 +108,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _rows_from(table: pl.DataFrame, x: str, min_x: float | None) -> pl.DataFrame:
+    import polars as pl
+
     if min_x is None:
         return table
     if x not in table.columns:
@@ -107,6 +119,8 @@ def _rows_from(table: pl.DataFrame, x: str, min_x: float | None) -> pl.DataFrame
 
 def _fit_with_progress(table: pl.DataFrame, args: argparse.Namespace) -> list[PowerLawFit]:
     from tqdm import tqdm
+
+    from scalelib.scaling import fit_groups
 
     known = args.group_by and set(args.group_by) <= set(table.columns)
     groups = table.select(args.group_by).n_unique() if known else 1  # fit_groups checks names

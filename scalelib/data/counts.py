@@ -17,6 +17,7 @@ Spill layout (removed when the build ends): ``data.f32`` (float32 counts), ``ind
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ BLOCK_NNZ = 2_000_000  # non-zeros per block: ~100 MB of temporaries in the pass
 BLOCK_ROWS = 16_384
 
 
-class CountRows:
+class CountRows(ABC):
     """Cells x genes raw counts served as CSR blocks of consecutive rows.
 
     Subclasses say where the entries live (:meth:`entries`); ``indptr`` (``n_cells + 1``
@@ -51,6 +52,7 @@ class CountRows:
         """Number of stored entries."""
         return int(self.indptr[-1])
 
+    @abstractmethod
     def entries(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """float32 counts and gene positions of entries ``lo:hi``.
 
@@ -64,7 +66,6 @@ class CountRows:
         data, indices : numpy.ndarray
             ``hi - lo`` float32 counts and their gene positions.
         """
-        raise NotImplementedError
 
     def block(self, start: int, stop: int) -> sparse.csr_matrix:
         """Rows ``start:stop`` as a CSR matrix.

@@ -33,7 +33,7 @@ BUNDLE_NAME = "explorer-data.json"
 BUNDLE_FORMAT = "scalelib-explorer"
 BUNDLE_VERSION = 1
 ROW_COLUMNS = (
-    "run_id", "regime", "source", "dataset", "n_genes", "n_train_cells", "size", "d_model",
+    "run_id", "regime", "source", "dataset", "dataset_fingerprint", "n_genes", "n_train_cells", "size", "d_model",
     "n_layers", "params", "seed", "batch_size", "lr", "budget_steps", "steps", "cells_seen",
     "train_flops", "best_step", "best_val_mse", "test_mse", "baseline_val_mse",
     "baseline_test_mse", "wall_time_s", "status",
@@ -62,10 +62,10 @@ class Bundle:
         set (a data-size sweep's smaller nested sets would mix D into the fit)."""
         largest: dict[Any, int] = {}
         for row in self.ok_rows:
-            key, cells = row.get("dataset"), row.get("n_train_cells") or 0
+            key, cells = _dataset_key(row), row.get("n_train_cells") or 0
             largest[key] = max(cells, largest.get(key, 0))
         return [row for row in self.ok_rows
-                if (row.get("n_train_cells") or 0) == largest[row.get("dataset")]]
+                if (row.get("n_train_cells") or 0) == largest[_dataset_key(row)]]
 
     def values(self, column: str) -> list[Any]:
         """Distinct values of a column over the finished runs, in order of appearance."""
@@ -86,8 +86,14 @@ class Bundle:
         """True when one dataset was trained at several training-set sizes."""
         seen: dict[Any, set] = {}
         for row in self.ok_rows:
-            seen.setdefault(row.get("dataset"), set()).add(row.get("n_train_cells"))
+            seen.setdefault(_dataset_key(row), set()).add(row.get("n_train_cells"))
         return any(len(sizes) > 1 for sizes in seen.values())
+
+
+def _dataset_key(row: dict[str, Any]) -> Any:
+    """The dataset a run trained on: its content fingerprint, as in
+    :func:`scalelib.scaling.scaling_rows` (the path in bundles written before it was kept)."""
+    return row.get("dataset_fingerprint") or row.get("dataset")
 
 
 def load_bundle(source: str | Path | Any) -> Bundle:

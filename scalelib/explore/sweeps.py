@@ -168,6 +168,7 @@ class SweepMonitor:
         self.open_run_bar = open_run_bar
         self.on_curves = on_curves
         self.rows: list[dict[str, Any]] = []
+        self._run_columns: dict[str, Any] = {}  # the current run's identity, set at its start
         self._context: AbstractContextManager | None = None
         self._bar: ProgressLike | None = None
 
@@ -183,6 +184,9 @@ class SweepMonitor:
 
     def _start(self, index: int, total: int, run: RunSpec) -> None:
         self._close()
+        self._run_columns = {
+            "run_id": run.run_id, "regime": run.dataset.regime, "size": run.size.name,
+            "params": count_parameters(run.size, run.dataset.n_genes), "seed": run.seed}
         if self.open_run_bar is not None:
             self._context = self.open_run_bar(run)
             self._bar = self._context.__enter__()
@@ -191,9 +195,7 @@ class SweepMonitor:
 
     def _step(self, run: RunSpec, info: StepInfo) -> None:
         self.rows.append({
-            "run_id": run.run_id, "regime": run.dataset.regime, "size": run.size.name,
-            "params": count_parameters(run.size, run.dataset.n_genes), "seed": run.seed,
-            "step": info.step, "cells_seen": info.cells_seen, "train_loss": info.train_loss,
+            **self._run_columns, "step": info.step, "cells_seen": info.cells_seen, "train_loss": info.train_loss,
             "val_mse": info.val_mse, "lr": info.lr, "elapsed_s": info.elapsed_s,
         })
         if self._bar is not None:

@@ -132,14 +132,19 @@ def _fit_with_progress(table: pl.DataFrame, args: argparse.Namespace) -> list[Po
 
 
 def _json_object(fit: PowerLawFit, args: argparse.Namespace) -> dict:
+    from scalelib.scaling import describe, verdict
+
     out = {"x": args.x, "y": args.y}
     out.update(fit.to_dict(with_bootstrap_params=False))
+    out.update(verdict=verdict(out), summary=describe(out))
     if not args.group_by:
         out.pop("group")
     return out
 
 
 def _summary(fits: list[PowerLawFit], args: argparse.Namespace) -> str:
+    from scalelib.scaling import describe, verdict
+
     lines = [f"{args.y} = a * {args.x}^-alpha + c   ({args.method} fit of {args.table})"]
     for fit in fits:
         lines.append("")
@@ -163,5 +168,10 @@ def _summary(fits: list[PowerLawFit], args: argparse.Namespace) -> str:
             if usable < fit.n_bootstrap / 2:
                 lines.append(f"    warning: intervals unreliable, only {usable} resamples kept "
                              "(the others had fewer than 3 distinct sizes or failed); add sizes or seeds")
-        lines.append(f"    status  {fit.status}" + (f": {fit.message}" if fit.message else ""))
+        lines.append(f"    status  {fit.status}" + (f" (flags: {', '.join(fit.flags)})"
+                                                     if len(fit.flags) > 1 else ""))
+        as_dict = fit.to_dict(with_bootstrap_params=False)
+        lines.append(f"    verdict {verdict(as_dict)}: {describe(as_dict)}")
+        if fit.message:
+            lines.append(f"    details {fit.message}")
     return "\n".join(lines)

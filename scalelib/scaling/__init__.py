@@ -22,15 +22,23 @@ Every fit reports two goodness-of-fit numbers:
     ``1 - SS_res / SS_tot`` of ``log y`` against ``log yhat`` of the fitted curve, the same
     definition for both methods, so the methods can be compared (0 when ``log y`` is constant).
 
-Soft problems do not raise: the result carries a ``status`` (``ok``, ``flat``,
-``not_converged``, ``alpha_at_bound``, ``c_at_bound``, ``increasing``, ``no_floor``, or
-``error`` from :func:`fit_groups`) and a ``message``. A ``flat`` fit is one whose power law does
+Soft problems do not raise: the result carries ``flags`` (every problem found) and a
+``status`` (the most serious flag, ``ok`` when none) from one vocabulary shared by both methods
+(:mod:`scalelib.scaling.statuses`: ``error``, ``increasing``, ``above_baseline``,
+``budget_limited``, ``unidentified``, ``flat``, ``no_floor``, ``c_at_bound``,
+``alpha_at_bound``, ``not_converged``) and a ``message``. :func:`fit_groups` adds the two checks
+that need the runs behind the points: ``above_baseline`` (the best model does not beat a
+baseline on the same cells and masks) and ``budget_limited`` (runs carrying the fit had not
+converged). :func:`describe` and :func:`verdict` say in words what the fitted ``c`` is: a floor
+of the data, a floor at this budget, or no floor because a baseline does as well.
+A ``flat`` fit is one whose power law does
 not explain significantly more of ``log y`` than a constant (F-test, p > 0.05, or ``y``
 constant). A flat ``grid`` fit keeps its fitted ``a``, ``alpha``, ``c``, ``r2`` and ``r2_log``
 (the reference study reports its flat regime so, e.g. alpha = 0.009 with R^2 = 0.017). A flat
 ``huber`` fit, whose ``alpha`` is not identifiable as ``a -> 0``, is reported as the constant
 ``L = c`` (``c`` the geometric mean of ``y``) with ``a = alpha = r2 = r2_log = 0``; its
-``message`` says so.
+``message`` says so. Both methods keep ``alpha`` within ``ALPHA_BOUNDS`` (the grid refits the
+intercept where the regression slope leaves them), so intervals respect the bounds too.
 Input a user can fix (fewer than 3 distinct ``x``, values that are missing or not positive,
 unknown columns) raises :class:`~scalelib.errors.ScalelibError`.
 
@@ -47,7 +55,11 @@ Fits JSON layout (:func:`write_fits` / :func:`read_fits`; read by the notebooks 
          "a": 1.9, "alpha": 0.41, "c": 0.21,
          "r2": 0.99, "r2_log": 0.99,              # see above
          "bits": 0.75,                            # entropy_bits(c); null when c <= 0
-         "status": "ok", "message": "",
+         "status": "ok", "message": "",           # status: the most serious of flags
+         "flags": [],                              # every status that applies
+         "best_y": 1.95,                           # lowest fitted loss
+         "baseline": {"family": "ridge", "val_mse": 2.1},  # best baseline, or null
+         "unconverged": 0,                         # carrying runs not converged, or null
          "ci": {"alpha": [lo, hi], "a": [lo, hi], "c": [lo, hi], "bits": [lo, hi],
                 "r2_log": [lo, hi]},              # 95% percentile intervals, or null
          "ci_level": 0.95,
@@ -73,13 +85,17 @@ from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.optimise import HUBER_DELTA
 from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
 from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
+from scalelib.scaling.statuses import STATUS_ORDER, describe, most_serious, verdict
 from scalelib.scaling.tables import (
+    baseline_rows,
     data_size_rows,
     fit_groups,
     fit_joint_table,
     fits_frame,
+    matching_baselines,
     ok_rows,
     scaling_rows,
+    transformer_rows,
 )
 
 __all__ = [
@@ -92,11 +108,14 @@ __all__ = [
     "HUBER_DELTA",
     "LOG_FLOOR",
     "METHODS",
+    "STATUS_ORDER",
     "FitsFile",
     "JointFit",
     "PowerLawFit",
+    "baseline_rows",
     "bootstrap_power_law",
     "data_size_rows",
+    "describe",
     "entropy_bits",
     "fit_groups",
     "fit_joint",
@@ -105,8 +124,12 @@ __all__ = [
     "fits_document",
     "fits_frame",
     "json_ready",
+    "matching_baselines",
+    "most_serious",
     "ok_rows",
     "read_fits",
     "scaling_rows",
+    "transformer_rows",
+    "verdict",
     "write_fits",
 ]

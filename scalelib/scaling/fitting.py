@@ -17,7 +17,7 @@ from scalelib.scaling.methods import (
     _theta_from,
 )
 from scalelib.scaling.optimise import _single_threaded_blas
-from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, PowerLawFit
+from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, PowerLawFit, interval_issues
 from scalelib.scaling.validation import _validate
 
 
@@ -128,9 +128,10 @@ def bootstrap_power_law(x: Iterable[float], y: Iterable[float], method: str = "h
     message = full.message
     if not kept:
         message = "; ".join(filter(None, [message, "bootstrap: every resample was skipped"]))
-    return replace(full, ci=ci, ci_level=level, n_bootstrap=n_resamples, bootstrap_seed=seed,
-                   bootstrap_failures=failures, message=message,
-                   bootstrap_params=tuple((f.a, f.alpha, f.c) for f in kept))
+    fit = replace(full, ci=ci, ci_level=level, n_bootstrap=n_resamples, bootstrap_seed=seed,
+                  bootstrap_failures=failures, message=message,
+                  bootstrap_params=tuple((f.a, f.alpha, f.c) for f in kept))
+    return fit.with_issues(interval_issues(fit, float(ys.min())))
 
 
 def _percentile_intervals(fits: list[PowerLawFit], level: float) -> dict[str, tuple[float, float]]:

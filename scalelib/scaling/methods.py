@@ -32,6 +32,7 @@ class _GridBest(NamedTuple):
     c: float
     r2: float
     at_top: bool
+    at_bottom: bool
 
 
 class _GridProfile(NamedTuple):
@@ -56,7 +57,17 @@ def _grid_profile(xs: np.ndarray, ys: np.ndarray, points: int = GRID_POINTS) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(totals > 0, 1.0 - np.sum(residuals**2, axis=1) / totals, 0.0)
     intercepts = means - slopes * log_x.mean()
-    return _GridProfile(c=cs, a=np.exp(intercepts), alpha=-slopes, r2=r2)
+    alpha = -slopes
+    clipped = np.clip(alpha, *ALPHA_BOUNDS)
+    outside = clipped != alpha
+    if outside.any():  # the exponent stays in its bounds: refit the intercept at the bound
+        intercepts = np.where(outside, means + clipped * log_x.mean(), intercepts)
+        fitted = intercepts[:, None] - clipped[:, None] * log_x[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bounded_r2 = np.where(totals > 0, 1.0 - np.sum((targets - fitted) ** 2, axis=1)
+                                  / totals, 0.0)
+        r2 = np.where(outside, bounded_r2, r2)
+    return _GridProfile(c=cs, a=np.exp(intercepts), alpha=clipped, r2=r2)
 
 
 def _grid_search(xs: np.ndarray, ys: np.ndarray) -> _GridBest:
@@ -65,7 +76,7 @@ def _grid_search(xs: np.ndarray, ys: np.ndarray) -> _GridBest:
     best = int(np.nanargmax(profile.r2))
     return _GridBest(a=float(profile.a[best]), alpha=float(profile.alpha[best]),
                      c=float(profile.c[best]), r2=float(profile.r2[best]),
-                     at_top=best == profile.c.size - 1)
+                     at_top=best == profile.c.size - 1, at_bottom=best == 0)
 
 
 def _profile_starts(xs: np.ndarray, ys: np.ndarray, count: int = 2) -> list[np.ndarray]:
@@ -97,8 +108,11 @@ def _fit_grid(xs: np.ndarray, ys: np.ndarray) -> PowerLawFit:
     if best.at_top:
         reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
         issues.append(("c_at_bound", reason))
-    if best.alpha < 0:
-        issues.append(("increasing", f"alpha < 0: {RISING_MESSAGE}"))
+    if best.at_bottom:
+        issues.append(("c_at_bound", ("c is at the bottom of its grid (0): the floor is not "
+                       "resolved")))
+    if best.alpha <= ALPHA_BOUNDS[0] and rises(np.log(xs), np.log(ys)):
+        issues.insert(0, ("increasing", RISING_MESSAGE))
     return _assemble("grid", xs, ys, best.a, best.alpha, best.c, best.r2, issues)
 
 

@@ -8,14 +8,21 @@ the parameters a method fitted (see :mod:`scalelib.scaling` for every field and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from scipy import special
 
 from scalelib.scaling.numerics import _float, _log_r2, _power_law, entropy_bits
-from scalelib.scaling.params import _sample_columns
+from scalelib.scaling.params import ALPHA_BOUNDS, _sample_columns
+from scalelib.scaling.statuses import (
+    MIN_RESIDUAL_DOF,
+    UNIDENTIFIED_SHARE,
+    interval_share,
+    most_serious,
+    sort_flags,
+)
 
 FLAT_P_VALUE = 0.05
 CI_LEVEL = 0.95
@@ -27,7 +34,12 @@ class PowerLawFit:
     """A fit of ``y = a x^-alpha + c`` (see :mod:`scalelib.scaling` for every field).
 
     ``bootstrap_params`` holds one ``(a, alpha, c)`` triple per kept bootstrap resample, so
-    that plots can draw a band without refitting.
+    that plots can draw a band without refitting. ``flags`` lists every status that applies
+    (:mod:`scalelib.scaling.statuses`), ``status`` is the most serious. ``best_y`` is the
+    lowest fitted loss; ``baseline`` (``{"family", "val_mse"}``, None when the table has no
+    baseline rows) is the best non-transformer baseline of the group, and ``unconverged``
+    (None when the table has no ``converged`` column) counts the runs carrying the fit that
+    had not converged.
     """
 
     method: str
@@ -48,6 +60,14 @@ class PowerLawFit:
     bootstrap_seed: int | None = None
     bootstrap_failures: int = 0
     bootstrap_params: tuple[tuple[float, float, float], ...] = ()
+    flags: tuple[str, ...] = ()
+    best_y: float = math.nan
+    baseline: dict[str, Any] | None = None
+    unconverged: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status != "ok" and self.status not in self.flags:  # a status is always a flag
+            object.__setattr__(self, "flags", sort_flags((*self.flags, self.status)))
 
     @property
     def ok(self) -> bool:
@@ -112,6 +132,9 @@ class PowerLawFit:
             "ci_level": self.ci_level,
             "n_bootstrap": self.n_bootstrap, "bootstrap_seed": self.bootstrap_seed,
             "bootstrap_failures": self.bootstrap_failures,
+            "flags": list(self.flags), "best_y": self.best_y,
+            "baseline": None if self.baseline is None else dict(self.baseline),
+            "unconverged": self.unconverged,
         }
         if with_bootstrap_params:
             out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
@@ -143,7 +166,27 @@ class PowerLawFit:
             bootstrap_params=tuple(
                 tuple(_float(v) for v in p) for p in data.get("bootstrap_params") or ()
             ),
+            flags=tuple(data.get("flags") or ([] if data.get("status", "ok") == "ok"
+                                              else [data["status"]])),
+            best_y=_float(data.get("best_y")),
+            baseline=dict(data["baseline"]) if data.get("baseline") else None,
+            unconverged=data.get("unconverged"),
         )
+
+    def with_issues(self, issues: list[tuple[str, str]]) -> PowerLawFit:
+        """This fit with more ``(flag, reason)`` issues: flags merged, reasons appended to
+        the message, ``status`` the most serious flag.
+
+        Parameters
+        ----------
+        issues
+            Pairs of a status name (:mod:`scalelib.scaling.statuses`) and a sentence.
+        """
+        if not issues:
+            return self
+        flags = sort_flags([*self.flags, *(flag for flag, _ in issues)])
+        message = "; ".join(filter(None, [self.message, *(text for _, text in issues)]))
+        return replace(self, flags=flags, status=most_serious(flags), message=message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,10 +288,46 @@ def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: floa
     elif c < 1e-9 * ys.min():
         reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
         issues.append(("no_floor", reason))
+    shape_dof = int(np.unique(xs).size) - 3  # seeds at one size do not pin the curve's shape
+    if shape_dof < MIN_RESIDUAL_DOF:
+        issues.append(("unidentified", (f"{shape_dof} residual degree(s) of freedom in the "
+                       f"curve's shape ({np.unique(xs).size} distinct sizes - 3 parameters, "
+                       f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
+                       "add sizes")))
     if method == "huber":
         r2 = r2_log
-    status = issues[0][0] if issues else "ok"
+    flags = sort_flags(flag for flag, _ in issues)
     return PowerLawFit(method=method, a=float(a), alpha=float(alpha), c=float(c), r2=float(r2),
                        r2_log=float(r2_log), bits=float(bits), n_runs=int(xs.size),
-                       n_x=int(np.unique(xs).size), status=status,
-                       message="; ".join(text for _, text in issues))
+                       n_x=int(np.unique(xs).size), status=most_serious(flags),
+                       message="; ".join(text for _, text in issues), flags=flags,
+                       best_y=float(ys.min()))
+
+
+def interval_issues(fit: PowerLawFit, y_min: float) -> list[tuple[str, str]]:
+    """``unidentified`` when a bootstrap interval of alpha or c covers more than
+    ``UNIDENTIFIED_SHARE`` of its allowed range (alpha in ``ALPHA_BOUNDS``, c in ``[0, y_min]``).
+
+    A flat fit is left alone: its verdict is that alpha does not matter.
+
+    Parameters
+    ----------
+    fit
+        A fit with bootstrap intervals (``ci``).
+    y_min
+        The lowest fitted loss, the top of c's range.
+    """
+    if not fit.ci or "flat" in fit.flags:
+        return []
+    ranges = {"alpha": ALPHA_BOUNDS, "c": (0.0, y_min)}
+    wide = []
+    for name, (low, high) in ranges.items():
+        share = interval_share(*fit.ci.get(name, (math.nan, math.nan)), low, high)
+        if share > UNIDENTIFIED_SHARE:
+            interval = ", ".join(f"{v:.3g}" for v in fit.ci[name])
+            wide.append(f"{name}'s interval [{interval}] covers {share:.0%} of its allowed "
+                        f"range [{low:g}, {high:.3g}]")
+    if not wide:
+        return []
+    return [("unidentified", "; ".join(wide) + ": not identified by these points; add sizes "
+             "or seeds")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,54 @@ def ok_rows(table: pl.DataFrame) -> pl.DataFrame:
     return table
 
 
+TRANSFORMER = "transformer"  # model_family of trained runs; baselines are mean, pca, ridge, knn
+
+
+def transformer_rows(table: pl.DataFrame) -> pl.DataFrame:
+    """Rows of trained models: all rows of a table without a ``model_family`` column.
+
+    Parameters
+    ----------
+    table
+        A results table (or any table).
+    """
+    if "model_family" not in table.columns:
+        return table
+    return table.filter(pl.col("model_family").fill_null(TRANSFORMER) == TRANSFORMER)
+
+
+def baseline_rows(table: pl.DataFrame) -> pl.DataFrame:
+    """Finished non-transformer baseline rows (empty for a table without ``model_family``).
+
+    Parameters
+    ----------
+    table
+        A results table.
+    """
+    if "model_family" not in table.columns:
+        return table.clear()
+    rows = ok_rows(table).filter(pl.col("model_family").fill_null(TRANSFORMER) != TRANSFORMER)
+    return rows.filter(pl.col("best_val_mse").is_not_null())
+
+
+def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFrame:
+    """The baseline rows scored on the same data as ``runs``: same dataset fingerprint and
+    training-set size (the same validation cells and masks, the same training cells).
+
+    Parameters
+    ----------
+    runs
+        Transformer rows, e.g. one fit group.
+    baselines
+        Baseline rows (:func:`baseline_rows`).
+    """
+    keys = [k for k in ("dataset_fingerprint", "n_train_cells")
+            if k in runs.columns and k in baselines.columns]
+    if baselines.height == 0 or not keys:
+        return baselines
+    return baselines.join(runs.select(keys).unique(), on=keys, how="semi")
+
+
 def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
     """Finished runs that the fits against P use: per dataset, the runs at its largest D.
 
@@ -52,7 +100,7 @@ def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
     results
         Results table.
     """
-    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
+    rows = transformer_rows(ok_rows(results)).filter(pl.col("best_val_mse").is_not_null())
     largest = pl.col("n_train_cells") == pl.col("n_train_cells").max().over("dataset_fingerprint")
     return rows.filter(largest)
 
@@ -65,7 +113,7 @@ def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
     results
         Results table.
     """
-    rows = ok_rows(results).filter(pl.col("best_val_mse").is_not_null())
+    rows = transformer_rows(ok_rows(results)).filter(pl.col("best_val_mse").is_not_null())
     several = pl.col("n_train_cells").n_unique().over("dataset_fingerprint") > 1
     return rows.filter(several)
 
@@ -96,9 +144,15 @@ def _column(table: pl.DataFrame, name: str) -> np.ndarray:
 
 def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse",
                by: Sequence[str] = ("regime",), methods: Sequence[str] = ("huber",),
-               n_bootstrap: int = 0, seed: int = 0,
+               n_bootstrap: int = 0, seed: int = 0, baselines: pl.DataFrame | None = None,
                on_resample: Callable[[], object] | None = None) -> list[PowerLawFit]:
     """Fit every group of a table (only ``status == "ok"`` rows when it has a status column).
+
+    Only trained models are fitted (``model_family == "transformer"`` when the table has that
+    column). Two checks use what the table knows about the runs
+    (:mod:`scalelib.scaling.statuses`): ``above_baseline`` when the group's best loss does not
+    beat the best baseline scored on the same data, and ``budget_limited`` when a run carrying
+    the fit (the larger half of the sizes, at least two) has ``converged`` false.
 
     Parameters
     ----------
@@ -107,7 +161,7 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     x
         Column of the x values, e.g. ``params``.
     y
-        Column of the y values, e.g. ``best_val_mse``.
+        Column of the y values, e.g. ``best_val_mse``; baselines are compared in it too.
     by
         Columns whose value combinations define the groups (empty: the whole table).
     methods
@@ -116,6 +170,8 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
         Bootstrap resamples per fit (0: none).
     seed
         Seed of the bootstrap (the same for every fit).
+    baselines
+        Baseline rows to compare with (default: the table's own non-transformer rows).
     on_resample
         Called after each bootstrap resample of every fit (progress bars).
 
@@ -129,11 +185,14 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     _require_columns(table, [x, y, *by])
     for method in methods:
         _fitter(method)
-    rows = ok_rows(table)
+    if baselines is None:
+        baselines = baseline_rows(table)
+    rows = transformer_rows(ok_rows(table))
     if rows.height == 0:
         raise ScalelibError("the table has no rows with status 'ok'; run or repair the sweep")
     fits = []
     for group, part in _groups(rows, by):
+        context = _run_context(part, matching_baselines(part, baselines), x, y)
         for method in methods:
             try:
                 xs, ys = _validate(_column(part, x), _column(part, y), x, y)
@@ -141,15 +200,54 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
                                     on_resample=on_resample)
             except ScalelibError as error:
                 fit = _failed_fit(method, part, x, str(error))
-            fits.append(replace(fit, group=group))
+            fits.append(replace(fit, group=group, baseline=context.baseline,
+                                unconverged=context.unconverged).with_issues(context.issues))
     return fits
+
+
+class _RunContext(NamedTuple):
+    baseline: dict[str, Any] | None
+    unconverged: int | None
+    issues: list[tuple[str, str]]
+
+
+def _run_context(part: pl.DataFrame, baselines: pl.DataFrame, x: str, y: str) -> _RunContext:
+    """The best baseline and the unconverged carrying runs of one group, and the issues."""
+    issues: list[tuple[str, str]] = []
+    baseline = None
+    if baselines.height and y in baselines.columns:
+        best = baselines.filter(pl.col(y).is_not_null()).sort(y).head(1)
+        if best.height:
+            baseline = {"family": best["model_family"][0], "val_mse": float(best[y][0])}
+            best_model = part.get_column(y).cast(pl.Float64).min()
+            if best_model is not None and best_model >= baseline["val_mse"]:
+                issues.append(("above_baseline", (f"the best model ({best_model:.4g}) does not "
+                               f"beat the best baseline, {baseline['family']} "
+                               f"({baseline['val_mse']:.4g}): c is no floor of the data")))
+    unconverged = None
+    if "converged" in part.columns and part.get_column("converged").is_not_null().any():
+        carrying = _carrying_runs(part, x)
+        unconverged = int(carrying.get_column("converged").fill_null(False).not_().sum())
+        if unconverged:
+            issues.append(("budget_limited", (f"{unconverged} of the {carrying.height} runs at the "
+                           "largest sizes had not converged: c is a floor at this budget, not "
+                           "of the data")))
+    return _RunContext(baseline, unconverged, issues)
+
+
+def _carrying_runs(part: pl.DataFrame, x: str) -> pl.DataFrame:
+    """Runs at the larger half of the distinct x values (at least the two largest): the
+    points that pin the floor."""
+    sizes = sorted(part.get_column(x).unique().drop_nulls().to_list())
+    keep = sizes[-max(2, (len(sizes) + 1) // 2):]
+    return part.filter(pl.col(x).is_in(keep))
 
 
 def _failed_fit(method: str, part: pl.DataFrame, x: str, reason: str) -> PowerLawFit:
     nan = math.nan
     return PowerLawFit(method=method, a=nan, alpha=nan, c=nan, r2=nan, r2_log=nan, bits=nan,
                        n_runs=part.height, n_x=part.get_column(x).n_unique(), status="error",
-                       message=reason)
+                       message=reason, flags=("error",))
 
 
 def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train_cells",

@@ -1,0 +1,128 @@
+"""Fit statuses on planted cases: one vocabulary for both methods, flags, verdicts in words."""
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from scalelib.convergence import plateaued
+from scalelib.scaling import describe, fit_groups, fit_power_law, most_serious, verdict
+from scalelib.scaling.powerlaw import interval_issues
+from scalelib.scaling.statuses import (
+    COMPUTE_RAN_OUT,
+    DATA_RAN_OUT,
+    LOSES_TO_BASELINE,
+    STATUS_ORDER,
+    UNDETERMINED,
+    interval_share,
+)
+
+SIZES = np.array([150, 700, 1_700, 5_400, 30_000, 63_000, 158_000], dtype=float)
+METHODS = ("grid", "huber")
+
+
+def planted_table(*, converged=True, baseline_mse=None, seeds=2, sigma=0.01) -> pl.DataFrame:
+    """A results-like table from y = 3 P^-0.4 + 1.5, plus optional baseline rows."""
+    rng = np.random.default_rng(0)
+    x = np.repeat(SIZES, seeds)
+    y = (3.0 * x**-0.4 + 1.5) * np.exp(rng.normal(0.0, sigma, x.size))
+    converged_column = np.full(x.size, True) if converged is True else np.asarray(converged)
+    rows = pl.DataFrame({
+        "params": x, "best_val_mse": y, "status": "ok", "regime": "rich",
+        "dataset_fingerprint": "f", "n_train_cells": 1000, "model_family": "transformer",
+        "converged": converged_column,
+    })
+    if baseline_mse is not None:
+        baseline = pl.DataFrame({
+            "params": [None, None], "best_val_mse": [baseline_mse, 5.0], "status": "ok",
+            "regime": "rich", "dataset_fingerprint": "f", "n_train_cells": 1000,
+            "model_family": ["ridge", "mean"], "converged": [None, None],
+        }, schema_overrides={"params": pl.Float64, "converged": pl.Boolean})
+        rows = pl.concat([rows, baseline])
+    return rows
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_converged_runs_beating_the_baselines_are_a_floor_of_the_data(method):
+    fit = fit_groups(planted_table(baseline_mse=2.5), methods=(method,), n_bootstrap=50)[0]
+    assert fit.status == "ok", fit.message
+    assert fit.baseline == {"family": "ridge", "val_mse": 2.5} and fit.unconverged == 0
+    assert fit.n_runs == 14  # baseline rows are never fitted
+    assert verdict(fit.to_dict()) == DATA_RAN_OUT
+    assert "floor of the data" in describe(fit.to_dict())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unconverged_carrying_runs_make_the_fit_budget_limited(method):
+    converged = np.repeat(SIZES < 30_000, 2)  # the three largest sizes did not converge
+    fit = fit_groups(planted_table(converged=converged, baseline_mse=2.5),
+                     methods=(method,))[0]
+    assert fit.status == "budget_limited" and fit.unconverged == 6
+    assert verdict(fit.to_dict()) == COMPUTE_RAN_OUT
+    assert "floor at this budget, not of the data" in describe(fit.to_dict())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_baseline_as_good_as_the_best_model_makes_it_above_baseline(method):
+    table = planted_table(converged=np.repeat(SIZES < 30_000, 2), baseline_mse=1.0)
+    fit = fit_groups(table, methods=(method,))[0]
+    assert fit.status == "above_baseline"  # the most serious of its flags
+    assert {"above_baseline", "budget_limited"} <= set(fit.flags)
+    assert verdict(fit.to_dict()) == LOSES_TO_BASELINE
+    words = describe(fit.to_dict())
+    assert "no floor of the data" in words and "ridge reaches 1" in words
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_four_point_fit_is_unidentified(method):
+    x = SIZES[3:]
+    fit = fit_power_law(x, 3.0 * x**-0.4 + 1.5, method)
+    assert fit.status == "unidentified" and "residual degree" in fit.message
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_table_without_run_information_is_undetermined(method):
+    x = np.repeat(SIZES, 2)
+    table = pl.DataFrame({"params": x, "loss": 3.0 * x**-0.4 + 1.5})
+    fit = fit_groups(table, y="loss", by=(), methods=(method,))[0]
+    assert fit.baseline is None and fit.unconverged is None
+    assert verdict(fit.to_dict()) == UNDETERMINED
+    assert "not checked against baselines or convergence" in describe(fit.to_dict())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_intervals_respect_the_parameter_bounds(method):
+    rng = np.random.default_rng(3)
+    x = np.repeat(SIZES, 2)
+    y = 2.0 * np.exp(rng.normal(0.0, 0.02, x.size))  # flat and noisy: slopes of both signs
+    fit = fit_power_law(x, y, method, n_bootstrap=200)
+    samples = fit.bootstrap_array()
+    assert (samples[:, 1] >= 0.0).all() and (samples[:, 1] <= 5.0).all()
+    assert fit.ci["alpha"][0] >= 0.0
+
+
+def test_wide_bootstrap_interval_of_c_makes_the_fit_unidentified():
+    x = SIZES
+    fit = fit_power_law(x, 3.0 * x**-0.4 + 1.5, "huber")
+    assert fit.status == "ok"
+    wide = replace(fit, ci={"alpha": (0.3, 0.5), "c": (0.01, 1.55)})
+    narrow = replace(fit, ci={"alpha": (0.3, 0.5), "c": (1.4, 1.55)})
+    flagged = wide.with_issues(interval_issues(wide, 1.6))
+    assert flagged.status == "unidentified" and "c's interval" in flagged.message
+    assert interval_issues(narrow, 1.6) == []
+    assert interval_share(0.01, 1.55, 0.0, 1.6) == pytest.approx(1.54 / 1.6)
+
+
+def test_status_is_the_most_serious_flag():
+    assert most_serious([]) == "ok"
+    assert most_serious(["flat", "budget_limited", "c_at_bound"]) == "budget_limited"
+    assert STATUS_ORDER[0] == "error" and STATUS_ORDER[-1] == "ok"
+
+
+def test_convergence_rule_tells_a_plateau_from_a_falling_curve():
+    falling = [2.0 * 0.97**i for i in range(20)]  # still 3% better per evaluation
+    plateau = [2.0 * 0.7**i for i in range(8)] + [0.115] * 12
+    assert not plateaued(falling).converged and plateaued(falling).improvement > 0.1
+    assert plateaued(plateau).converged and plateaued(plateau).improvement == 0.0
+    assert not plateaued(plateau[:3]).converged  # too few evaluations to tell

@@ -9,7 +9,7 @@ import pytest
 from scalelib.convergence import plateaued
 from scalelib.scaling import describe, fit_groups, fit_power_law, most_serious, verdict
 from scalelib.scaling.powerlaw import interval_issues
-from scalelib.scaling.statuses import (
+from scalelib.statuses import (
     COMPUTE_RAN_OUT,
     DATA_RAN_OUT,
     LOSES_TO_BASELINE,

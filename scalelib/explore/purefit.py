@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scalelib.errors import ScalelibError
+from scalelib.statuses import MIN_RESIDUAL_DOF, most_serious, sort_flags
 
 METHODS = ("grid", "huber")
 GRID_POINTS = 200
@@ -302,7 +303,14 @@ def _grid_profile(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float,
         total = sum((t - mean_t) ** 2 for t in target)
         residual = sum((t - mean_t - slope * u) ** 2 for t, u in zip(target, centred))
         r2 = 1.0 - residual / total if total > 0 else 0.0
-        profile.append((c, math.exp(mean_t - slope * mean_x), -slope, r2))
+        alpha = min(max(-slope, ALPHA_BOUNDS[0]), ALPHA_BOUNDS[1])
+        if alpha != -slope:  # the exponent stays in its bounds: refit the intercept there
+            intercept = mean_t + alpha * mean_x
+            residual = sum((t - intercept + alpha * lx) ** 2 for t, lx in zip(target, log_x))
+            r2 = 1.0 - residual / total if total > 0 else 0.0
+            profile.append((c, math.exp(intercept), alpha, r2))
+        else:
+            profile.append((c, math.exp(mean_t - slope * mean_x), -slope, r2))
     return profile
 
 
@@ -315,8 +323,11 @@ def fit_grid(xs: Sequence[float], ys: Sequence[float]) -> LiteFit:
     if best == len(profile) - 1:
         reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
         issues.append(("c_at_bound", reason))
-    if alpha < 0:
-        issues.append(("increasing", f"alpha < 0: {RISING_MESSAGE}"))
+    if best == 0:
+        issues.append(("c_at_bound", "c is at the bottom of its grid (0): the floor is not "
+                       "resolved"))
+    if alpha <= ALPHA_BOUNDS[0] and _rises([math.log(v) for v in xs], [math.log(v) for v in ys]):
+        issues.insert(0, ("increasing", RISING_MESSAGE))
     return _assemble("grid", xs, ys, a, alpha, c, r2, issues)
 
 
@@ -477,12 +488,18 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
     elif c < 1e-9 * min(ys):
         reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
         issues.append(("no_floor", reason))
+    shape_dof = len(set(xs)) - 3
+    if shape_dof < MIN_RESIDUAL_DOF:
+        issues.append(("unidentified", f"{shape_dof} residual degree(s) of freedom in the "
+                       f"curve's shape ({len(set(xs))} distinct sizes - 3 parameters, "
+                       f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
+                       "add sizes"))
     if method == "huber":
         r2 = r2_log
+    flags = sort_flags(flag for flag, _ in issues)
     return LiteFit(method=method, a=float(a), alpha=float(alpha), c=float(c), r2=float(r2),
                    r2_log=float(r2_log), bits=float(bits), n_runs=len(xs), n_x=len(set(xs)),
-                   status=issues[0][0] if issues else "ok",
-                   message="; ".join(text for _, text in issues))
+                   status=most_serious(flags), message="; ".join(text for _, text in issues))
 
 
 def _rises(log_x: Sequence[float], log_y: Sequence[float]) -> bool:

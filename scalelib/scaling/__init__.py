@@ -24,7 +24,7 @@ Every fit reports two goodness-of-fit numbers:
 
 Soft problems do not raise: the result carries ``flags`` (every problem found) and a
 ``status`` (the most serious flag, ``ok`` when none) from one vocabulary shared by both methods
-(:mod:`scalelib.scaling.statuses`: ``error``, ``increasing``, ``above_baseline``,
+(:mod:`scalelib.statuses`: ``error``, ``increasing``, ``above_baseline``,
 ``budget_limited``, ``unidentified``, ``flat``, ``no_floor``, ``c_at_bound``,
 ``alpha_at_bound``, ``not_converged``) and a ``message``. :func:`fit_groups` adds the two checks
 that need the runs behind the points: ``above_baseline`` (the best model does not beat a
@@ -85,7 +85,7 @@ from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.optimise import HUBER_DELTA
 from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
 from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
-from scalelib.scaling.statuses import STATUS_ORDER, describe, most_serious, verdict
+from scalelib.statuses import STATUS_ORDER, describe, most_serious, verdict
 from scalelib.scaling.tables import (
     baseline_rows,
     data_size_rows,

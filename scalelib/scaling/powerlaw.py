@@ -16,7 +16,7 @@ from scipy import special
 
 from scalelib.scaling.numerics import _float, _log_r2, _power_law, entropy_bits
 from scalelib.scaling.params import ALPHA_BOUNDS, _sample_columns
-from scalelib.scaling.statuses import (
+from scalelib.statuses import (
     MIN_RESIDUAL_DOF,
     UNIDENTIFIED_SHARE,
     interval_share,
@@ -35,7 +35,7 @@ class PowerLawFit:
 
     ``bootstrap_params`` holds one ``(a, alpha, c)`` triple per kept bootstrap resample, so
     that plots can draw a band without refitting. ``flags`` lists every status that applies
-    (:mod:`scalelib.scaling.statuses`), ``status`` is the most serious. ``best_y`` is the
+    (:mod:`scalelib.statuses`), ``status`` is the most serious. ``best_y`` is the
     lowest fitted loss; ``baseline`` (``{"family", "val_mse"}``, None when the table has no
     baseline rows) is the best non-transformer baseline of the group, and ``unconverged``
     (None when the table has no ``converged`` column) counts the runs carrying the fit that
@@ -180,7 +180,7 @@ class PowerLawFit:
         Parameters
         ----------
         issues
-            Pairs of a status name (:mod:`scalelib.scaling.statuses`) and a sentence.
+            Pairs of a status name (:mod:`scalelib.statuses`) and a sentence.
         """
         if not issues:
             return self

@@ -150,7 +150,7 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
 
     Only trained models are fitted (``model_family == "transformer"`` when the table has that
     column). Two checks use what the table knows about the runs
-    (:mod:`scalelib.scaling.statuses`): ``above_baseline`` when the group's best loss does not
+    (:mod:`scalelib.statuses`): ``above_baseline`` when the group's best loss does not
     beat the best baseline scored on the same data, and ``budget_limited`` when a run carrying
     the fit (the larger half of the sizes, at least two) has ``converged`` false.
 

@@ -1,6 +1,7 @@
 """What a fitted floor means: one status vocabulary, its severity order, and the verdict in words.
 
-Pure Python (no numpy), so that the offline explorer can bundle it unchanged. Both fit
+Pure Python (no numpy) and outside :mod:`scalelib.scaling` (whose package imports numpy and
+scipy), so that the offline explorer bundles it unchanged. Both fit
 methods and every face (CLI, figures, notebooks, explorer, report) use these rules.
 
 A fit carries ``flags`` (every problem found) and ``status`` (the most serious of them, by

@@ -324,8 +324,8 @@ def fit_grid(xs: Sequence[float], ys: Sequence[float]) -> LiteFit:
         reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
         issues.append(("c_at_bound", reason))
     if best == 0:
-        issues.append(("c_at_bound", "c is at the bottom of its grid (0): the floor is not "
-                       "resolved"))
+        issues.append(("c_at_bound", ("c is at the bottom of its grid (0): the floor is not "
+                       "resolved")))
     if alpha <= ALPHA_BOUNDS[0] and _rises([math.log(v) for v in xs], [math.log(v) for v in ys]):
         issues.insert(0, ("increasing", RISING_MESSAGE))
     return _assemble("grid", xs, ys, a, alpha, c, r2, issues)
@@ -490,10 +490,10 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
         issues.append(("no_floor", reason))
     shape_dof = len(set(xs)) - 3
     if shape_dof < MIN_RESIDUAL_DOF:
-        issues.append(("unidentified", f"{shape_dof} residual degree(s) of freedom in the "
+        issues.append(("unidentified", (f"{shape_dof} residual degree(s) of freedom in the "
                        f"curve's shape ({len(set(xs))} distinct sizes - 3 parameters, "
                        f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
-                       "add sizes"))
+                       "add sizes")))
     if method == "huber":
         r2 = r2_log
     flags = sort_flags(flag for flag, _ in issues)

@@ -85,7 +85,6 @@ from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.optimise import HUBER_DELTA
 from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
 from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
-from scalelib.statuses import STATUS_ORDER, describe, most_serious, verdict
 from scalelib.scaling.tables import (
     baseline_rows,
     data_size_rows,
@@ -97,6 +96,7 @@ from scalelib.scaling.tables import (
     scaling_rows,
     transformer_rows,
 )
+from scalelib.statuses import STATUS_ORDER, describe, most_serious, verdict
 
 __all__ = [
     "ALPHA_BOUNDS",

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
+from scalelib.heldout import fixed_mask, per_gene_mean_mse
 from scalelib.model import MaskedExpressionTransformer
 
 
@@ -149,21 +150,6 @@ def _cpu_has_bf16_instructions() -> bool:
     return torch.backends.cpu.get_cpu_capability() == "AMX"
 
 
-def fixed_mask(n_cells: int, n_genes: int, rate: float, seed: int) -> np.ndarray:
-    """A reproducible boolean mask, True at masked positions.
-
-    Parameters
-    ----------
-    n_cells, n_genes
-        Shape of the mask.
-    rate
-        Probability that a position is masked.
-    seed
-        Seed of the draw (the same seed gives the same mask).
-    """
-    return np.random.default_rng(seed).random((n_cells, n_genes), dtype=np.float32) < rate
-
-
 def masked_mse_sums(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
     """Sum of squared errors over masked positions, and their number (for exact split means).
 
@@ -181,23 +167,6 @@ def masked_mse_sums(predictions: torch.Tensor, targets: torch.Tensor, mask: torc
     """
     errors = (predictions.float() - targets.float())[mask]
     return float(errors.double().square().sum()), int(mask.sum())
-
-
-def per_gene_mean_mse(train_values: np.ndarray, values: np.ndarray, mask: np.ndarray) -> float:
-    """MSE over masked positions of predicting each gene by its mean over training cells.
-
-    Parameters
-    ----------
-    train_values
-        Training cells (cells x genes) whose per-gene means are the prediction.
-    values
-        Cells to score.
-    mask
-        Boolean mask of ``values``' shape, True at the scored positions.
-    """
-    gene_means = train_values.mean(axis=0, dtype=np.float64)
-    errors = (values - gene_means)[mask]
-    return float(np.square(errors).sum() / mask.sum())
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "scalelib.cli.data_cmd",
     "scalelib.cli.report_cmd",
     "scalelib.cli.export_cmd",
+    "scalelib.cli.baselines_cmd",
 )
 
 

@@ -1,0 +1,98 @@
+"""The held-out cells every model is scored on: validation and test values with fixed masks.
+
+Transformers (:mod:`scalelib.train`) and baselines (:mod:`scalelib.baselines`) read their
+validation and test cells and masks from here, so both are scored on exactly the same cells
+and masked positions: the validation mask is drawn from ``eval_mask_seed``, the test mask from
+``eval_mask_seed + 1``, each position masked with probability ``mask_rate``. A split's MSE is
+pooled: the squared errors of all its masked positions summed, divided by their number.
+
+No torch here: the baselines and the report read it without the training stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scalelib.config import TrainConfig
+from scalelib.data.store import ExpressionDataset
+from scalelib.errors import ScalelibError
+
+
+def fixed_mask(n_cells: int, n_genes: int, rate: float, seed: int) -> np.ndarray:
+    """A reproducible boolean mask, True at masked positions.
+
+    Parameters
+    ----------
+    n_cells, n_genes
+        Shape of the mask.
+    rate
+        Probability that a position is masked.
+    seed
+        Seed of the draw (the same seed gives the same mask).
+    """
+    return np.random.default_rng(seed).random((n_cells, n_genes), dtype=np.float32) < rate
+
+
+def per_gene_mean_mse(train_values: np.ndarray, values: np.ndarray, mask: np.ndarray) -> float:
+    """MSE over masked positions of predicting each gene by its mean over training cells.
+
+    Parameters
+    ----------
+    train_values
+        Training cells (cells x genes) whose per-gene means are the prediction.
+    values
+        Cells to score.
+    mask
+        Boolean mask of ``values``' shape, True at the scored positions.
+    """
+    gene_means = train_values.mean(axis=0, dtype=np.float64)
+    errors = (values - gene_means)[mask]
+    return float(np.square(errors).sum() / mask.sum())
+
+
+@dataclass(frozen=True)
+class MaskedSplit:
+    """The cells of one held-out split and the positions of them that are scored."""
+
+    values: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Validation and test cells with their fixed masks (see the module docstring)."""
+
+    val: MaskedSplit
+    test: MaskedSplit
+
+
+def held_out_splits(dataset: ExpressionDataset, *, mask_rate: float = TrainConfig.mask_rate,
+                    eval_mask_seed: int = TrainConfig.eval_mask_seed) -> HeldOut:
+    """A dataset's validation and test values with the masks training scores them on.
+
+    Parameters
+    ----------
+    dataset
+        The dataset (its ``val`` and ``test`` splits are loaded into memory as float32).
+    mask_rate
+        Probability that a position is masked (a run's ``TrainConfig.mask_rate``).
+    eval_mask_seed
+        Seed of the validation mask; the test mask uses ``eval_mask_seed + 1`` (a run's
+        ``TrainConfig.eval_mask_seed``).
+
+    Raises
+    ------
+    ScalelibError
+        The validation or test split is empty.
+    """
+    val_values, test_values = dataset.split_values("val"), dataset.split_values("test")
+    if len(val_values) == 0 or len(test_values) == 0:
+        raise ScalelibError("the dataset has an empty validation or test split; rebuild it")
+    n_genes = dataset.n_genes
+    return HeldOut(
+        MaskedSplit(val_values, fixed_mask(len(val_values), n_genes, mask_rate, eval_mask_seed)),
+        MaskedSplit(test_values, fixed_mask(len(test_values), n_genes, mask_rate,
+                                            eval_mask_seed + 1)),
+    )

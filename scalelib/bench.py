@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from scalelib.config import ModelSize, TrainConfig
+from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.model import MaskedExpressionTransformer
-from scalelib.train import make_optimizer, optimiser_step, resolve_device, resolve_dtype
+from scalelib.train import make_optimizer, optimiser_step
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ table and trains only what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,10 +26,11 @@ from tqdm.auto import tqdm
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
+from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.model import count_parameters, training_flops_per_cell
 from scalelib.provenance import code_version
 from scalelib.results import append_results, finished_run_ids, read_results
-from scalelib.train import StepInfo, TrainResult, resolve_device, resolve_dtype, train
+from scalelib.train import StepInfo, TrainResult, train
 
 # Settings that change how fast a run goes but not what it computes: left out of run IDs.
 _NOT_IN_RUN_ID = ("device", "eval_batch_size")
@@ -62,12 +64,11 @@ class RunSpec:
     def run_id(self) -> str:
         """A 16-hex-digit hash of dataset fingerprint, size, seed, data size and config.
 
-        ``dtype="auto"`` enters as the precision it resolves to on this machine, so a sweep
-        resumed on a machine where auto means bf16 does not skip runs computed in fp32.
+        Pure: it hashes the config as given and looks at no hardware. :func:`run_sweep` first
+        replaces ``dtype="auto"`` by the precision it means on this machine (see
+        :meth:`on_this_machine`), so the ID of a trained run names the precision its row records.
         """
         config = {k: v for k, v in self.config.to_dict().items() if k not in _NOT_IN_RUN_ID}
-        config["dtype"] = resolve_dtype(self.config.dtype, resolve_device(self.config.device),
-                                        self.size)
         key = {
             "dataset": self.dataset.fingerprint,
             "size": self.size.to_dict(),
@@ -76,6 +77,17 @@ class RunSpec:
             "config": config,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    def on_this_machine(self) -> RunSpec:
+        """This run with its dtype request resolved to ``"fp32"`` or ``"bf16"`` here.
+
+        A run's numbers depend on the precision it computed in, so the ID hashes the resolved
+        precision: re-running a row with its recorded ``dtype`` gives the same ID and the same
+        losses, and a sweep resumed on a machine where auto means bf16 does not skip runs that
+        were computed in fp32.
+        """
+        dtype = resolve_dtype(self.config.dtype, resolve_device(self.config.device), self.size)
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, dtype=dtype))
 
     @property
     def label(self) -> str:
@@ -169,6 +181,7 @@ def run_sweep(
     polars.DataFrame
         The results rows of ``runs`` (finished earlier or now).
     """
+    runs = [run.on_this_machine() for run in runs]
     out_dir = Path(out_dir)
     results_path = out_dir / "results.parquet"
     callbacks = callbacks or SweepCallbacks()

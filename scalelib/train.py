@@ -1,9 +1,10 @@
 """One training run: (dataset, size, seed, budget) -> best-validation checkpoint and metrics.
 
-The loop reads top to bottom: draw a batch of training cells, mask 15% of their genes afresh,
-predict the masked values, take an AdamW step on the MSE over masked positions, and every
-``eval_every`` steps score the validation set on its fixed mask, keeping the best weights.
-At the end the best weights are scored on the test set and saved.
+:func:`train` reads top to bottom (set-up, loop, finish), with the pieces it uses defined above
+it: draw a batch of training cells, mask 15% of their genes afresh, predict the masked values,
+take an AdamW step on the MSE over masked positions, and every ``eval_every`` steps score the
+validation set on its fixed mask, keeping the best weights. At the end the best weights are
+scored on the test set and saved. Device and precision come from :mod:`scalelib.hardware`.
 
 Validation and test scores are exact: the squared errors of every masked position of the split
 are summed and divided by the number of masked positions (not a mean of batch means), under a
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
+from scalelib.hardware import autocast, resolve_device, resolve_dtype
 from scalelib.heldout import fixed_mask, per_gene_mean_mse
 from scalelib.model import MaskedExpressionTransformer
 
@@ -77,77 +79,13 @@ class TrainResult:
         return out
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """Pick ``cuda``, then ``mps``, then ``cpu`` for ``"auto"``; otherwise check ``name`` exists."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ScalelibError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ScalelibError("CUDA was asked for but torch sees no GPU; use --device cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ScalelibError("MPS was asked for but is not available; use --device cpu or auto")
-    return device
+class TrainingDiverged(RuntimeError):
+    """The validation MSE was not finite before any finite evaluation (a sweep records the run
+    as failed and goes on)."""
 
 
-# On a CPU, bf16 autocast pays for its casts only once matrix products dominate: measured with
-# `scalelib bench` on two AVX512-BF16 cores, bf16 was 15% slower than fp32 at d_model=64
-# (V=128, batch 64), 30% faster at d_model=128 (S, V=512) and 2.5x faster at d_model=512 (M).
-CPU_BF16_MIN_WIDTH = 128
-
-
-def resolve_dtype(name: str, device: torch.device, size: ModelSize) -> str:
-    """Choose ``"fp32"`` or ``"bf16"`` autocast for ``"auto"``; check an explicit choice.
-
-    Parameters
-    ----------
-    name
-        ``"auto"``, ``"fp32"`` or ``"bf16"``.
-    device
-        Where the model trains.
-    size
-        Model shape: on a CPU, auto picks bf16 only from ``CPU_BF16_MIN_WIDTH``.
-
-    Returns
-    -------
-    str
-        ``"fp32"`` or ``"bf16"``.
-    """
-    bf16_ok = _bf16_supported(device)
-    if name == "bf16" and not bf16_ok:
-        raise ScalelibError(f"bf16 is not supported on {device}; use --dtype fp32 or auto")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if bf16_ok else "fp32"
-    if device.type == "cpu" and bf16_ok and size.d_model >= CPU_BF16_MIN_WIDTH:
-        return "bf16"
-    return "fp32"
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return _cpu_has_bf16_instructions()
-    return False
-
-
-@functools.cache
-def _cpu_has_bf16_instructions() -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere
-    PyTorch emulates bf16 and autocast only slows training down."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():  # Linux lists the instruction sets; torch's capability string does not
-        flags = set(cpuinfo.read_text().split())
-        return bool({"avx512_bf16", "amx_bf16"} & flags)
-    return torch.backends.cpu.get_cpu_capability() == "AMX"
+CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float64,
+                "val_mse": pl.Float64, "lr": pl.Float64, "elapsed_s": pl.Float64}
 
 
 def masked_mse_sums(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
@@ -201,7 +139,7 @@ def evaluate(
     for start in range(0, len(values), batch_size):
         batch = torch.from_numpy(np.asarray(values[start : start + batch_size])).to(device)
         batch_mask = torch.from_numpy(mask[start : start + batch_size]).to(device)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             predictions = model(batch, batch_mask)
         batch_squared, batch_count = masked_mse_sums(predictions, batch, batch_mask)
         squared, count = squared + batch_squared, count + batch_count
@@ -233,210 +171,48 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None) -> 
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
 
 
-def train(
-    dataset: ExpressionDataset,
-    size: ModelSize,
-    config: TrainConfig,
-    *,
-    seed: int = 0,
-    n_train: int | None = None,
-    out_dir: str | Path | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
-    progress: bool = True,
-    in_memory: bool = True,
-) -> TrainResult:
-    """Train one model and score its best-validation checkpoint on the test set.
+class TrainingBatches:
+    """Training cells served as batches, from memory or from a memory-mapped matrix.
 
-    Parameters
-    ----------
-    dataset
-        Normalised log1p expression with train/val/test splits.
-    size
-        Model shape (see :mod:`scalelib.config`).
-    config
-        Hyper-parameters and budget.
-    seed
-        Seeds initialisation, batch order, training masks and dropout.
-    n_train
-        Use the nested training subset of this many cells (all training cells when None).
-    out_dir
-        Where to write ``best.pt`` and ``curve.parquet`` (nothing is written when None).
-    on_step
-        Called with a :class:`StepInfo` after every optimiser step (for notebooks).
-    progress
-        Show a terminal progress bar.
-    in_memory
-        Load the training cells into memory (True) or gather each batch from the dataset's
-        memory-mapped matrix (False).
-
-    Returns
-    -------
-    TrainResult
-        Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
-        (null between evaluations), lr and elapsed_s. A validation score that turns non-finite
-        after a finite one ends the run early with the best checkpoint so far.
-
-    Raises
-    ------
-    TrainingDiverged
-        When the first validation score is not finite (no checkpoint to keep).
+    Batches follow a seeded stream of random permutations of the training cells (an epoch
+    ends mid-batch without a short batch); a cells budget makes the last batch short so that
+    exactly ``max_cells`` cells are seen.
     """
-    run = _Run(dataset, size, config, seed=seed, n_train=n_train, in_memory=in_memory)
-    run.train_steps(on_step, progress)
-    return run.finish(out_dir)
 
+    def __init__(self, X: np.ndarray, rows: np.ndarray, *, in_memory: bool) -> None:
+        self.rows = rows
+        self.in_memory = in_memory
+        self.X = X
+        self.values = torch.from_numpy(np.ascontiguousarray(X[rows], dtype=np.float32)) if in_memory else None
 
-class TrainingDiverged(RuntimeError):
-    """The validation MSE was not finite before any finite evaluation (a sweep records the run
-    as failed and goes on)."""
+    def sample_for_means(self, limit: int = 200_000) -> np.ndarray:
+        """Training cells (all of them up to ``limit``) for the per-gene-mean baseline."""
+        if self.values is not None:
+            return self.values[:limit].numpy()
+        return np.asarray(self.X[self.rows[:limit]], dtype=np.float32)
 
+    def iterate(self, config: TrainConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Yield positions (into the training rows) of each batch, for the whole budget."""
+        order = np.empty(0, dtype=np.int64)
+        budget_cells = config.max_cells if config.max_cells is not None else math.inf
+        served = 0
+        for _ in range(config.total_steps):
+            want = int(min(config.batch_size, budget_cells - served))
+            while len(order) < want:
+                order = np.concatenate([order, rng.permutation(len(self.rows))])
+            batch, order = order[:want], order[want:]
+            served += want
+            yield batch
 
-class _Run:
-    """The state of one training run, from set-up to the scored best checkpoint."""
-
-    def __init__(self, dataset: ExpressionDataset, size: ModelSize, config: TrainConfig, *,
-                 seed: int, n_train: int | None, in_memory: bool) -> None:
-        self.started = time.perf_counter()
-        self.dataset, self.size, self.config, self.seed = dataset, size, config, seed
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device, size)
-        torch.manual_seed(seed)
-        self.batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
-                                       in_memory=in_memory)
-        self.held_out = HeldOutSets.build(dataset, config, self.batches.sample_for_means())
-        self.model = MaskedExpressionTransformer(
-            size, dataset.n_genes, dropout=config.dropout,
-            attention_dropout=config.attention_dropout).to(self.device)
-        self.optimizer = make_optimizer(self.model, config, self.device)
-        self.score = functools.partial(evaluate, self.model, batch_size=config.eval_batch_size,
-                             device=self.device, dtype=self.dtype)
-        self.best = BestCheckpoint(patience=config.patience)
-        self.curve: list[dict] = []
-        self.steps = self.cells_seen = self.masked_seen = 0
-        self.final_train_loss = math.nan
-        self.diverged = False
-
-    def train_steps(self, on_step: Callable[[StepInfo], None] | None, progress: bool) -> None:
-        """Take optimiser steps until the budget is spent or early stopping ends the run."""
-        config = self.config
-        batch_rng = np.random.default_rng(self.seed)
-        mask_rng = torch.Generator(device="cpu").manual_seed(self.seed)
-        peak_lr = config.peak_lr(self.size.d_model)
-        interval_losses: list[float] = []
-        bar = tqdm(total=config.total_steps, desc=f"{self.size.name} seed {self.seed}",
-                   disable=None if progress else True, leave=False)  # None: off unless a tty
-        self.model.train()
-        for step, positions in enumerate(self.batches.iterate(config, batch_rng), start=1):
-            lr = learning_rate(step - 1, config, peak_lr)
-            values = self.batches.fetch(positions).to(self.device, non_blocking=True)
-            mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(self.device)
-            loss = optimiser_step(self.model, self.optimizer, values, mask, lr, config, self.dtype)
-            self.steps, self.cells_seen = step, self.cells_seen + len(positions)
-            self.masked_seen += int(mask.sum())
-            interval_losses.append(loss)
-            val_mse = None
-            if step % config.eval_every == 0 or step == config.total_steps:
-                val_mse = self._validate(step, interval_losses)
-                interval_losses = []
-                bar.set_postfix(loss=f"{self.final_train_loss:.4f}", val=f"{val_mse:.4f}")
-            elapsed = time.perf_counter() - self.started
-            self.curve.append({"step": step, "cells_seen": self.cells_seen, "train_loss": loss,
-                               "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed})
-            bar.update(1)
-            if on_step is not None:
-                best_so_far = self.best.val_mse if self.best.state is not None else None
-                on_step(StepInfo(step, config.total_steps, self.cells_seen, loss, lr, val_mse,
-                                 best_so_far, elapsed))
-            if self.best.should_stop or self.diverged:
-                break
-        bar.close()
-
-    def _validate(self, step: int, interval_losses: list[float]) -> float:
-        """Score the validation set; keep the best weights; stop on a non-finite score."""
-        val_mse = self.score(self.held_out.val_values, self.held_out.val_mask)
-        self.final_train_loss = float(np.mean(interval_losses))
-        if math.isfinite(val_mse):
-            self.best.update(val_mse, step, self.model)
-        elif self.best.state is None:
-            raise TrainingDiverged(
-                f"{self.size.name} seed {self.seed}: validation MSE is {val_mse} at step {step}, "
-                "before any finite evaluation; lower the learning rate (--lr)")
-        else:
-            self.diverged = True  # keep the best checkpoint so far
-        return val_mse
-
-    def finish(self, out_dir: str | Path | None) -> TrainResult:
-        """Score the best checkpoint on the test set, save it and the curve, build the result."""
-        self.model.load_state_dict(self.best.state)
-        test_mse = self.score(self.held_out.test_values, self.held_out.test_mask)
-        curve = pl.DataFrame(self.curve, schema=CURVE_SCHEMA)
-        checkpoint = None
-        if out_dir is not None:
-            checkpoint = str(_save_checkpoint(Path(out_dir), self.model, self.config, self.seed,
-                                              self.best.step))
-            curve.write_parquet(Path(out_dir) / "curve.parquet")
-        return TrainResult(
-            params=self.model.num_parameters(),
-            flops_per_cell=self.model.training_flops_per_cell(),
-            steps=self.steps,
-            budget_steps=self.config.total_steps,
-            cells_seen=self.cells_seen,
-            tokens_seen=self.cells_seen * self.dataset.n_genes,
-            masked_tokens_seen=self.masked_seen,
-            best_step=self.best.step,
-            best_val_mse=self.best.val_mse,
-            test_mse=test_mse,
-            baseline_val_mse=self.held_out.baseline_val_mse,
-            baseline_test_mse=self.held_out.baseline_test_mse,
-            final_train_loss=self.final_train_loss,
-            stopped_early=self.best.should_stop or self.diverged,
-            wall_time_s=time.perf_counter() - self.started,
-            device=str(self.device),
-            dtype=self.dtype,
-            checkpoint=checkpoint,
-            curve=curve,
-        )
-
-
-CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float64,
-                "val_mse": pl.Float64, "lr": pl.Float64, "elapsed_s": pl.Float64}
-
-
-def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Optimizer,
-                    values: torch.Tensor, mask: torch.Tensor, lr: float, config: TrainConfig,
-                    dtype: str) -> float:
-    """One AdamW step on the MSE over masked positions.
-
-    Parameters
-    ----------
-    model, optimizer
-        The model and its optimiser (see :func:`make_optimizer`).
-    values
-        A batch of cells (cells x genes) on the model's device.
-    mask
-        Boolean, True at the positions masked in this draw.
-    lr
-        Learning rate of this step.
-    config
-        Supplies the gradient-norm clip.
-    dtype
-        ``"fp32"`` or ``"bf16"`` autocast of the forward pass.
-
-    Returns
-    -------
-    float
-        The batch loss before the step.
-    """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    with _autocast(values.device, dtype):
-        predictions = model(values, mask)
-    loss = (predictions.float() - values)[mask].square().mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    return loss.item()
+    def fetch(self, positions: np.ndarray) -> torch.Tensor:
+        """The expression values of a batch as a float32 tensor."""
+        if self.values is not None:
+            return self.values[torch.from_numpy(positions)]
+        rows = self.rows[positions]
+        order = np.argsort(rows)  # read in row order (sequential on disk), return in batch order
+        values = np.empty((len(rows), self.X.shape[1]), dtype=np.float32)
+        values[order] = self.X[rows[order]]
+        return torch.from_numpy(values)
 
 
 @dataclass(frozen=True)
@@ -492,50 +268,6 @@ class BestCheckpoint:
         return self.patience is not None and self.evaluations_since_best >= self.patience
 
 
-class TrainingBatches:
-    """Training cells served as batches, from memory or from a memory-mapped matrix.
-
-    Batches follow a seeded stream of random permutations of the training cells (an epoch
-    ends mid-batch without a short batch); a cells budget makes the last batch short so that
-    exactly ``max_cells`` cells are seen.
-    """
-
-    def __init__(self, X: np.ndarray, rows: np.ndarray, *, in_memory: bool) -> None:
-        self.rows = rows
-        self.in_memory = in_memory
-        self.X = X
-        self.values = torch.from_numpy(np.ascontiguousarray(X[rows], dtype=np.float32)) if in_memory else None
-
-    def sample_for_means(self, limit: int = 200_000) -> np.ndarray:
-        """Training cells (all of them up to ``limit``) for the per-gene-mean baseline."""
-        if self.values is not None:
-            return self.values[:limit].numpy()
-        return np.asarray(self.X[self.rows[:limit]], dtype=np.float32)
-
-    def iterate(self, config: TrainConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Yield positions (into the training rows) of each batch, for the whole budget."""
-        order = np.empty(0, dtype=np.int64)
-        budget_cells = config.max_cells if config.max_cells is not None else math.inf
-        served = 0
-        for _ in range(config.total_steps):
-            want = int(min(config.batch_size, budget_cells - served))
-            while len(order) < want:
-                order = np.concatenate([order, rng.permutation(len(self.rows))])
-            batch, order = order[:want], order[want:]
-            served += want
-            yield batch
-
-    def fetch(self, positions: np.ndarray) -> torch.Tensor:
-        """The expression values of a batch as a float32 tensor."""
-        if self.values is not None:
-            return self.values[torch.from_numpy(positions)]
-        rows = self.rows[positions]
-        order = np.argsort(rows)  # read in row order (sequential on disk), return in batch order
-        values = np.empty((len(rows), self.X.shape[1]), dtype=np.float32)
-        values[order] = self.X[rows[order]]
-        return torch.from_numpy(values)
-
-
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only (not biases, norms, mask vector).
 
@@ -557,18 +289,191 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
-def _autocast(device: torch.device, dtype: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Optimizer,
+                    values: torch.Tensor, mask: torch.Tensor, lr: float, config: TrainConfig,
+                    dtype: str) -> float:
+    """One AdamW step on the MSE over masked positions.
+
+    Parameters
+    ----------
+    model, optimizer
+        The model and its optimiser (see :func:`make_optimizer`).
+    values
+        A batch of cells (cells x genes) on the model's device.
+    mask
+        Boolean, True at the positions masked in this draw.
+    lr
+        Learning rate of this step.
+    config
+        Supplies the gradient-norm clip.
+    dtype
+        ``"fp32"`` or ``"bf16"`` autocast of the forward pass.
+
+    Returns
+    -------
+    float
+        The batch loss before the step.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(values.device, dtype):
+        predictions = model(values, mask)
+    loss = (predictions.float() - values)[mask].square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
-def _save_checkpoint(out_dir: Path, model: MaskedExpressionTransformer, config: TrainConfig,
-                     seed: int, best_step: int) -> Path:
+def save_checkpoint(out_dir: Path, model: MaskedExpressionTransformer, config: TrainConfig,
+                    seed: int, best_step: int) -> Path:
+    """Write ``best.pt`` (weights, shape, config, seed, step) into ``out_dir``; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "best.pt"
     torch.save({"state_dict": model.state_dict(), "size": model.size.to_dict(),
                 "n_genes": model.n_genes, "config": config.to_dict(), "seed": seed,
                 "step": best_step}, path)
     return path
+
+
+def train(
+    dataset: ExpressionDataset,
+    size: ModelSize,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    n_train: int | None = None,
+    out_dir: str | Path | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    progress: bool = True,
+    in_memory: bool = True,
+) -> TrainResult:
+    """Train one model and score its best-validation checkpoint on the test set.
+
+    Parameters
+    ----------
+    dataset
+        Normalised log1p expression with train/val/test splits.
+    size
+        Model shape (see :mod:`scalelib.config`).
+    config
+        Hyper-parameters and budget.
+    seed
+        Seeds initialisation, batch order, training masks and dropout.
+    n_train
+        Use the nested training subset of this many cells (all training cells when None).
+    out_dir
+        Where to write ``best.pt`` and ``curve.parquet`` (nothing is written when None).
+    on_step
+        Called with a :class:`StepInfo` after every optimiser step (for notebooks).
+    progress
+        Show a terminal progress bar.
+    in_memory
+        Load the training cells into memory (True) or gather each batch from the dataset's
+        memory-mapped matrix (False).
+
+    Returns
+    -------
+    TrainResult
+        Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
+        (null between evaluations), lr and elapsed_s. A validation score that turns non-finite
+        after a finite one ends the run early with the best checkpoint so far.
+
+    Raises
+    ------
+    TrainingDiverged
+        When the first validation score is not finite (no checkpoint to keep).
+    """
+    # Set-up: hardware, data, baseline, model, optimiser, random streams.
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device, size)
+    torch.manual_seed(seed)
+    batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train), in_memory=in_memory)
+    held_out = HeldOutSets.build(dataset, config, batches.sample_for_means())
+    model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
+                                        attention_dropout=config.attention_dropout).to(device)
+    optimizer = make_optimizer(model, config, device)
+    score = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device,
+                              dtype=dtype)
+    best = BestCheckpoint(patience=config.patience)
+    batch_rng = np.random.default_rng(seed)
+    mask_rng = torch.Generator(device="cpu").manual_seed(seed)
+    peak_lr = config.peak_lr(size.d_model)
+    curve: list[dict] = []
+    interval_losses: list[float] = []
+    cells_seen = masked_seen = 0
+    final_train_loss = math.nan
+    diverged = False
+    bar = tqdm(total=config.total_steps, desc=f"{size.name} seed {seed}",
+               disable=None if progress else True, leave=False)  # None: off unless a tty
+
+    # The loop: one optimiser step per batch, a validation pass every eval_every steps.
+    model.train()
+    for step, positions in enumerate(batches.iterate(config, batch_rng), start=1):
+        lr = learning_rate(step - 1, config, peak_lr)
+        values = batches.fetch(positions).to(device, non_blocking=True)
+        mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(device)
+        loss = optimiser_step(model, optimizer, values, mask, lr, config, dtype)
+        cells_seen += len(positions)
+        masked_seen += int(mask.sum())
+        interval_losses.append(loss)
+        val_mse = None
+        if step % config.eval_every == 0 or step == config.total_steps:
+            val_mse = score(held_out.val_values, held_out.val_mask)
+            final_train_loss = float(np.mean(interval_losses))
+            interval_losses = []
+            if math.isfinite(val_mse):
+                best.update(val_mse, step, model)
+            elif best.state is None:
+                raise TrainingDiverged(
+                    f"{size.name} seed {seed}: validation MSE is {val_mse} at step {step}, "
+                    "before any finite evaluation; lower the learning rate (--lr)")
+            else:
+                diverged = True  # stop, keeping the best checkpoint so far
+            bar.set_postfix(loss=f"{final_train_loss:.4f}", val=f"{val_mse:.4f}")
+        elapsed = time.perf_counter() - started
+        curve.append({"step": step, "cells_seen": cells_seen, "train_loss": loss,
+                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed})
+        bar.update(1)
+        if on_step is not None:
+            best_so_far = best.val_mse if best.state is not None else None
+            on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse, best_so_far,
+                             elapsed))
+        if best.should_stop or diverged:
+            break
+    bar.close()
+
+    # Finish: score the best weights on the test set, save them and the curve.
+    model.load_state_dict(best.state)
+    test_mse = score(held_out.test_values, held_out.test_mask)
+    curve_table = pl.DataFrame(curve, schema=CURVE_SCHEMA)
+    checkpoint = None
+    if out_dir is not None:
+        checkpoint = str(save_checkpoint(Path(out_dir), model, config, seed, best.step))
+        curve_table.write_parquet(Path(out_dir) / "curve.parquet")
+    return TrainResult(
+        params=model.num_parameters(),
+        flops_per_cell=model.training_flops_per_cell(),
+        steps=len(curve),
+        budget_steps=config.total_steps,
+        cells_seen=cells_seen,
+        tokens_seen=cells_seen * dataset.n_genes,
+        masked_tokens_seen=masked_seen,
+        best_step=best.step,
+        best_val_mse=best.val_mse,
+        test_mse=test_mse,
+        baseline_val_mse=held_out.baseline_val_mse,
+        baseline_test_mse=held_out.baseline_test_mse,
+        final_train_loss=final_train_loss,
+        stopped_early=best.should_stop or diverged,
+        wall_time_s=time.perf_counter() - started,
+        device=str(device),
+        dtype=dtype,
+        checkpoint=checkpoint,
+        curve=curve_table,
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> MaskedExpressionTransformer:

@@ -10,6 +10,7 @@ import torch
 from scalelib.config import DEMO_REGIMES, ModelSize, Regime, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
+from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.train import (
     TrainingDiverged,
@@ -19,8 +20,6 @@ from scalelib.train import (
     load_checkpoint,
     masked_mse_sums,
     per_gene_mean_mse,
-    resolve_device,
-    resolve_dtype,
     train,
 )
 

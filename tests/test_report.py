@@ -21,7 +21,7 @@ import pytest
 from scalelib import report
 from scalelib.cli import main
 from scalelib.errors import ScalelibError
-from scalelib.report.text import fmt, join_words, with_ci
+from scalelib.report.formatting import fmt, join_words, with_ci
 from scalelib.results import RESULTS_SCHEMA, read_results, rows_to_frame, write_results
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "report"
@@ -92,13 +92,24 @@ def cell_options(source: str) -> dict[str, str]:
 def run_document(path: Path) -> tuple[list[dict], list[tuple[str, object]], dict]:
     """Execute every ```{python} chunk in order; evaluate inline expressions where they stand.
 
-    Returns the cells (options, value of the last expression, objects passed to
-    ``display``), the inline expressions with their values, and the namespace. As in a
-    Jupyter kernel, ``display`` is a builtin.
+    Returns the cells (options, value of the last expression, objects passed to ``display``
+    or printed, in order, with consecutive printed text joined into one :class:`Markdown`),
+    the inline expressions with their values, and the namespace. As in a Jupyter kernel,
+    ``display`` is a builtin; what a cell prints is its Markdown output (``output: asis``).
     """
     text = path.read_text()
     displayed: list = []
-    namespace: dict = {"__name__": "__report__", "display": displayed.append}
+
+    def show(part: object) -> None:
+        if isinstance(part, str) and displayed and isinstance(displayed[-1], str):
+            displayed[-1] = report.Markdown(displayed[-1] + part)
+        else:
+            displayed.append(report.Markdown(part) if isinstance(part, str) else part)
+
+    def printed(*values: object, sep: str = " ", end: str = "\n") -> None:
+        show(sep.join(str(v) for v in values) + end)
+
+    namespace: dict = {"__name__": "__report__", "display": show, "print": printed}
     cells, inline, position = [], [], 0
 
     def evaluate_inline(markdown: str) -> None:
@@ -123,20 +134,32 @@ def run_document(path: Path) -> tuple[list[dict], list[tuple[str, object]], dict
     return cells, inline, namespace
 
 
-@pytest.fixture(scope="module")
-def executed(prepared):
-    """The document run as Quarto would: in its folder, with the prepared data in the env."""
+def run_report(data_dir: Path) -> tuple[list[dict], list[tuple[str, object]], dict]:
+    """The document run as Quarto would: in its folder, with ``data_dir`` in the env."""
     saved_env, saved_cwd = os.environ.get(report.DATA_ENV), Path.cwd()
-    os.environ[report.DATA_ENV] = str(prepared.out_dir)
+    os.environ[report.DATA_ENV] = str(data_dir)
     os.chdir(REPORT_DIR)
     try:
-        yield run_document(DOCUMENT)
+        return run_document(DOCUMENT)
     finally:
         os.chdir(saved_cwd)
         if saved_env is None:
             os.environ.pop(report.DATA_ENV, None)
         else:
             os.environ[report.DATA_ENV] = saved_env
+
+
+def report_text(data_dir: Path) -> str:
+    """Everything the document's cells write as Markdown, in order (the raw HTML head left out)."""
+    cells, _, _ = run_report(data_dir)
+    return "\n".join(str(part) for cell in cells for part in [cell["value"], *cell["displayed"]]
+                     if isinstance(part, str) and not part.startswith("```{=html}"))
+
+
+@pytest.fixture(scope="module")
+def executed(prepared):
+    """The document run against the smoke demo's prepared results."""
+    return run_report(prepared.out_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,8 +324,8 @@ def test_report_without_data_size_sweep_says_so(plain_dir, tmp_path):
     assert prepared.fits_source == "fits.json of the results directory"
     rep = report.load_report(prepared.out_dir)
     assert report.data_size_figure(rep) is None
-    (section,) = report.data_size_section(rep)
-    assert "no data-size sweep" in section and "#fig-data-size" not in section
+    text = report_text(prepared.out_dir)
+    assert "no data-size sweep" in text and "#fig-data-size" not in text
 
 
 def test_prepare_refuses_a_directory_without_results(tmp_path):
@@ -432,13 +455,9 @@ def test_report_of_a_custom_regime_with_a_failed_run(tmp_path):
     rep = report.load_report(prepared.out_dir)
     assert rep.regimes == ["custom"] and rep.numbers["runs"]["failed"][0]["size"] == "S3"
     numbers = rep.numbers
-    assert "was not found" in report.data_markdown(numbers)
-    assert "out of memory" in report.failed_markdown(numbers)
-    assert "no rich regime" in report.comparison_markdown(numbers)
-    for text in (report.summary_markdown, report.fits_markdown, report.entropy_markdown,
-                 report.test_val_markdown, report.training_markdown,
-                 report.differences_markdown):
-        assert text(numbers).strip()
+    text = report_text(prepared.out_dir)
+    assert "was not found" in text and "out of memory" in text and "no rich regime" in text
+    assert "**custom** (V = 100 genes" in text and "- **Budget**: custom: 100 optimiser steps" in text
     for table in (report.datasets_table, report.ladder_table, report.training_table,
                   report.fits_table, report.entropy_table, report.published_table):
         assert table(rep).frame.height > 0
@@ -467,7 +486,7 @@ def test_census_manifest_gives_version_and_filter(tmp_path):
     prepared = report.prepare_report(tmp_path / "sweep", tmp_path / "_data", n_bootstrap=0)
     manifest = json.loads((tmp_path / "_data" / "manifests" / "f00d.json").read_text())
     assert "hvg_candidates" not in manifest and manifest["census_version"] == "2025-01-30"
-    text = report.data_markdown(prepared.numbers)
+    text = report_text(prepared.out_dir)
     assert "cells from the CELLxGENE Census (Census version 2025-01-30; obs filter " in text
     assert f"`{obs_filter}`" in text and "organism `homo_sapiens`" in text
     assert "summary" not in text and "sha256" not in text

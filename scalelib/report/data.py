@@ -90,8 +90,8 @@ class ReportData:
 
     @property
     def quotes(self) -> dict[str, Any]:
-        """Formatted numbers for inline expressions (see :func:`scalelib.report.text.quotes`)."""
-        from scalelib.report.text import quotes
+        """Formatted numbers for inline expressions (see :func:`scalelib.report.formatting.quotes`)."""
+        from scalelib.report.formatting import quotes
 
         return quotes(self.numbers)
 

@@ -1,0 +1,196 @@
+"""The report's tables: rows of ``numbers.json`` formatted for reading.
+
+A :class:`Table` displays as a Markdown pipe table, which Quarto turns into a native table in
+every format (HTML and Typst/PDF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from scalelib.report.data import ReportData
+from scalelib.report.formatting import fmt, join_words, published_value, span, status_word, with_ci
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of text shown as a Markdown pipe table (a native table in HTML and Typst)."""
+
+    label: str
+    frame: pl.DataFrame
+
+    def markdown(self) -> str:
+        """The pipe table."""
+        def cell(value: object) -> str:
+            return ("" if value is None else str(value)).replace("|", "\\|").replace("\n", " ")
+
+        header = "| " + " | ".join(cell(c) for c in self.frame.columns) + " |"
+        rule = "|" + "|".join(":---" for _ in self.frame.columns) + "|"
+        body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.frame.iter_rows()]
+        return "\n".join([header, rule, *body]) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def datasets_table(rep: ReportData) -> Table:
+    """One row per regime: source, V, cells per split, split design, fingerprint.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = []
+    census = any(r["dataset"].get("census_version") for r in rep.numbers["regimes"])
+    for regime in rep.numbers["regimes"]:
+        dataset = regime["dataset"]
+        split = (dataset.get("split") or {}).get("method") or "not recorded"
+        row = {"Regime": regime["regime"], "Source": regime["source"]}
+        if census:
+            row["Census version"] = str(dataset.get("census_version") or "")
+        row.update({
+            "Genes V": fmt(regime["n_genes"]), "Train cells D": fmt(regime["n_train_cells"]),
+            "Validation": fmt(regime["n_val_cells"]), "Test": fmt(regime["n_test_cells"]),
+            "Split": split, "Fingerprint": ", ".join(regime["fingerprints"]),
+        })
+        rows.append(row)
+    return Table("tbl-datasets", pl.DataFrame(rows))
+
+
+def ladder_table(rep: ReportData) -> Table:
+    """Model sizes with their shape and parameter count P in each regime.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = []
+    for size in rep.numbers["ladder"]:
+        row = {"Size": size["size"], "d_model": fmt(size["d_model"]),
+               "Layers": fmt(size["n_layers"]), "Heads": fmt(size["n_heads"]),
+               "FF multiple": fmt(size["ff_mult"])}
+        for regime in rep.regimes:
+            row[f"P ({regime})"] = fmt(size["params"].get(regime))
+        rows.append(row)
+    return Table("tbl-ladder", pl.DataFrame(rows))
+
+
+def training_table(rep: ReportData) -> Table:
+    """Per regime: runs, seeds, optimiser steps, cells seen, early stops.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = [{
+        "Regime": r["regime"], "Runs": fmt(r["n_runs"]), "Sizes": join_words(r["sizes"]),
+        "Seeds": join_words(r["seeds"]), "Steps": span(r["steps"]),
+        "Budget (steps)": span(r["budget_steps"]), "Cells seen": span(r["cells_seen"]),
+        "Stopped early": fmt(r["stopped_early"]),
+    } for r in rep.numbers["regimes"]]
+    return Table("tbl-training", pl.DataFrame(rows))
+
+
+def fits_table(rep: ReportData) -> Table:
+    """alpha, a, c and R^2 with bootstrap intervals per regime and fit method.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = []
+    for regime in rep.numbers["regimes"]:
+        for method, fit in regime["fits"].items():
+            ci = fit.get("ci") or {}
+            rows.append({
+                "Regime": regime["regime"], "Method": method, "Runs": fmt(fit["n_runs"]),
+                "α": with_ci(fit["alpha"], ci.get("alpha")),
+                "a": with_ci(fit["a"], ci.get("a")),
+                "c": with_ci(fit["c"], ci.get("c")),
+                "R²": fmt(fit["r2"]),
+                "R² of log L": with_ci(fit["r2_log"], ci.get("r2_log")),
+                "Status": status_word(fit["status"]),
+            })
+    return Table("tbl-fits", pl.DataFrame(rows))
+
+
+def entropy_table(rep: ReportData) -> Table:
+    """The floor c and its entropy in bits per masked gene, with intervals.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = []
+    for regime in rep.numbers["regimes"]:
+        for method, fit in regime["fits"].items():
+            ci = fit.get("ci") or {}
+            defined = fit["status"] != "no_floor"
+            rows.append({
+                "Regime": regime["regime"], "Method": method,
+                "c": with_ci(fit["c"], ci.get("c")),
+                "Bits per masked gene": with_ci(fit["bits"], ci.get("bits")) if defined
+                else "undefined (no floor)",
+            })
+    return Table("tbl-entropy", pl.DataFrame(rows))
+
+
+def published_table(rep: ReportData) -> Table:
+    """The published numbers (labelled) beside our grid and Huber fits of the same regimes.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    numbers = rep.numbers
+    citation = numbers["published"]["citation"]
+    rows = []
+
+    def row(who: str, regime: str, runs: str, method: str, values: dict) -> dict:
+        return {"Source": who, "Regime": regime, "Runs": runs, "Method": method,
+                "α": values.get("alpha", ""), "R²": values.get("r2", ""),
+                "c": values.get("c", ""), "Bits": values.get("bits", "")}
+
+    for entry in numbers["published"]["entries"]:
+        runs = entry["runs"] + (f" ({published_value(numbers, entry['key'], 'n_runs')})"
+                                if "n_runs" in entry else "")
+        values = {field: published_value(numbers, entry["key"], field)
+                  for field in ("alpha", "r2", "c", "bits") if field in entry}
+        rows.append(row(f"published: {citation}", entry["regime"], runs, entry["method"], values))
+    for regime in numbers["regimes"]:
+        for method, fit in regime["fits"].items():
+            defined = fit["status"] != "no_floor"
+            values = {"alpha": fmt(fit["alpha"]), "r2": fmt(fit["r2"]), "c": fmt(fit["c"]),
+                      "bits": fmt(fit["bits"]) if defined else "undefined"}
+            rows.append(row("this report", regime["regime"], f"all ({fmt(fit['n_runs'])})",
+                            method, values))
+    return Table("tbl-published", pl.DataFrame(rows))
+
+
+def joint_table(rep: ReportData) -> Table:
+    """Joint fits L(N, D) = E + A/N^alpha + B/D^beta per regime with a data-size sweep.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    rows = []
+    for entry in rep.numbers["data_size"]:
+        fit = entry["joint"]
+        rows.append({
+            "Regime": entry["regime"], "Runs": fmt(entry["n_runs"]),
+            "D values": join_words(fmt(d) for d in entry["train_sizes"]),
+            "E": fmt(fit["E"]), "A": fmt(fit["A"]), "α": fmt(fit["alpha"]),
+            "B": fmt(fit["B"]), "β": fmt(fit["beta"]), "R² of log L": fmt(fit["r2_log"]),
+            "Status": status_word(fit["status"]),
+        })
+    return Table("tbl-data-size", pl.DataFrame(rows))

@@ -3,7 +3,8 @@
 Shared by the CLI demo, the marimo notebooks and the Quarto report. Builders take polars frames
 in the schema of :mod:`scalelib.results` (one row per run) or the per-run ``curve.parquet``
 format, plus fits from :mod:`scalelib.scaling`; they never train and never import torch.
-:func:`save_chart` writes PNG and SVG offline through vl-convert.
+The scaling and data-size charts are the specifications of :mod:`scalelib.chartspec`, which the
+offline explorer draws too. :func:`save_chart` writes PNG and SVG offline through vl-convert.
 """
 
 from __future__ import annotations
@@ -17,61 +18,20 @@ import altair as alt
 import numpy as np
 import polars as pl
 
+from scalelib.chartspec import (
+    BASELINE_DASH,
+    axis_title,
+    count_axis,
+    data_size_spec,
+    fit_summary,
+    group_label,
+    log_scale,
+    scaling_spec,
+    series_label,
+    size_order,
+)
 from scalelib.errors import ScalelibError
 from scalelib.scaling import FitsFile, JointFit, PowerLawFit, ok_rows
-
-TITLES = {
-    "params": "Parameters P",
-    "best_val_mse": "Validation MSE (masked genes)",
-    "test_mse": "Test MSE (masked genes)",
-    "baseline_val_mse": "Per-gene-mean baseline MSE (validation)",
-    "n_train_cells": "Training cells D",
-    "cells_seen": "Training cells seen",
-    "step": "Optimiser step",
-    "train_flops": "Training FLOPs",
-    "regime": "Regime",
-    "size": "Model size",
-}
-BAND_OPACITY = 0.2
-BASELINE_DASH = [6, 4]
-
-
-def axis_title(column: str, log: bool = False) -> str:
-    """Readable axis title of a column, with `` (log)`` for a log axis.
-
-    Parameters
-    ----------
-    column
-        Column name; known names get the title in ``TITLES``, others their name with spaces
-        for underscores.
-    log
-        Mark the title as a log axis (inside a closing parenthesis when it ends with one).
-    """
-    title = TITLES.get(column, column.replace("_", " "))
-    if not log:
-        return title
-    return f"{title[:-1]}, log)" if title.endswith(")") else f"{title} (log)"
-
-
-def _log_scale(domain: Sequence[float] | None = None) -> alt.Scale:
-    if domain is None:
-        return alt.Scale(type="log", zero=False, nice=False)
-    return alt.Scale(type="log", zero=False, nice=False, domain=list(domain))
-
-
-def _loss_domain(*columns: pl.Series, margin: float = 1.25) -> tuple[float, float] | None:
-    """Log-axis range that shows every point and baseline with a margin, so a wide
-    bootstrap band (its ends are clipped to this range) cannot squash the data."""
-    values = np.concatenate([c.drop_nulls().cast(pl.Float64).to_numpy() for c in columns])
-    values = values[np.isfinite(values) & (values > 0)]
-    if not values.size:
-        return None
-    return float(values.min() / margin), float(values.max() * margin)
-
-
-def _count_axis() -> alt.Axis:
-    """Axis of a log-scaled count (parameters, cells): SI labels (1k, 10k) that never touch."""
-    return alt.Axis(format="~s", labelOverlap="greedy", labelSeparation=6)
 
 
 def _require(table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -89,13 +49,6 @@ def _series(table: pl.DataFrame, color: str | None) -> pl.DataFrame:
     return table.with_columns(pl.lit("all").alias("series"))
 
 
-def _series_label(group: dict, color: str | None) -> str:
-    """The series a fit belongs to: its value of the colour column, else its whole group."""
-    if color and color in group:
-        return str(group[color])
-    return ", ".join(f"{k}={v}" for k, v in group.items()) or "all"
-
-
 def _as_fits(fits: Sequence[PowerLawFit] | FitsFile | None,
              method: str | None) -> list[PowerLawFit]:
     """Drawable fits of one method (huber when present and none is named)."""
@@ -110,10 +63,8 @@ def _as_fits(fits: Sequence[PowerLawFit] | FitsFile | None,
 
 def _size_order(table: pl.DataFrame) -> list[str]:
     """Size names ordered by parameter count (by name when there is no params column)."""
-    if "params" in table.columns:
-        ordered = table.group_by("size").agg(pl.col("params").min()).sort("params")
-        return [str(name) for name in ordered["size"].to_list()]
-    return sorted(str(name) for name in table["size"].unique().to_list())
+    params = table["params"] if "params" in table.columns else [None] * table.height
+    return size_order(zip(table["size"].to_list(), list(params)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +81,7 @@ def _curve_frames(drawn: list[tuple[str, PowerLawFit]], points: pl.DataFrame, x:
         if not span.height:
             continue
         grid = np.geomspace(span[x].min(), span[x].max(), grid_points)
-        group = ", ".join(f"{k}={v}" for k, v in fit.group.items()) or "all"
+        group = group_label(fit.group)
         curves.append(pl.DataFrame({x: grid, "fit": fit.predict(grid), "series": label,
                                     "group": group, "alpha": fit.alpha, "c": fit.c}))
         if fit.bootstrap_params:
@@ -139,22 +90,6 @@ def _curve_frames(drawn: list[tuple[str, PowerLawFit]], points: pl.DataFrame, x:
                                        "group": group}))
     return (pl.concat(curves) if curves else pl.DataFrame(),
             pl.concat(bands) if bands else pl.DataFrame())
-
-
-def _subtitle(drawn: list[tuple[str, PowerLawFit]]) -> list[str]:
-    lines = []
-    for label, fit in drawn:
-        text = f"{label}: alpha = {fit.alpha:.3g}"
-        if fit.ci and np.isfinite(fit.ci["alpha"]).all():
-            low, high = fit.ci["alpha"]
-            text += f" [{low:.3g}, {high:.3g}]"
-        text += f", c = {fit.c:.3g}"
-        if np.isfinite(fit.bits) and fit.status != "no_floor":
-            text += f" ({fit.bits:.2f} bits)"
-        if fit.status != "ok":
-            text += f" ({fit.status})"
-        lines.append(text)
-    return lines
 
 
 def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile | None = None,
@@ -192,46 +127,29 @@ def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile 
     _require(results, [x, y], "scaling_chart")
     points = _series(ok_rows(results), color).filter(
         pl.col(x).is_not_null() & pl.col(y).is_not_null())
-    drawn = [(_series_label(fit.group, color), fit) for fit in _as_fits(fits, method)]
+    drawn = [(series_label(fit.group, color), fit) for fit in _as_fits(fits, method)]
     curves, bands = _curve_frames(drawn, points, x, grid_points)
-    legend = alt.Color("series:N", title=axis_title(color) if color else "series")
-    x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=True), scale=_log_scale(),
-                   axis=_count_axis())
-    y_title = axis_title(y, log=True)
-    tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     rules = _baseline_frame(points, baseline)
-    domain = _loss_domain(points[y], rules["baseline"] if rules.height else pl.Series([]))
-    y_scale = _log_scale(domain)
+    tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     points = points.select(list(dict.fromkeys([*tooltip, x, y, "series"])))
-    layers = [
-        alt.Chart(points)
-        .mark_circle(size=60, opacity=0.8)
-        .encode(x=x_axis, y=alt.Y(f"{y}:Q", title=y_title, scale=y_scale),
-                color=legend, tooltip=tooltip)
-    ]
-    if bands.height:
-        if domain is not None:
-            bands = bands.with_columns(pl.col("low", "high").clip(*domain))
-        layers.append(alt.Chart(bands).mark_area(opacity=BAND_OPACITY).encode(
-            x=x_axis, y=alt.Y("low:Q", title=y_title, scale=y_scale), y2="high:Q",
-            color=legend, detail="group:N"))
-    if curves.height:
-        layers.append(alt.Chart(curves).mark_line(clip=True).encode(
-            x=x_axis, y=alt.Y("fit:Q", title=y_title, scale=y_scale), color=legend,
-            detail="group:N", tooltip=["group:N", "alpha:Q", "c:Q"]))
-    if rules.height:
-        layers.append(alt.Chart(rules).mark_rule(strokeDash=BASELINE_DASH).encode(
-            y=alt.Y("baseline:Q", title=y_title, scale=y_scale), color=legend,
-            tooltip=["series:N", alt.Tooltip("baseline:Q", title="per-gene-mean baseline")]))
-    subtitle = _subtitle(drawn)
-    if rules.height:
-        subtitle.append("dashed: per-gene-mean baseline")
-    if bands.height:
-        subtitle.append("band: 95% bootstrap interval of the fit")
-    x_name = axis_title(x)
-    heading = alt.Title(title or f"{axis_title(y)} against {x_name[0].lower()}{x_name[1:]}",
-                        subtitle=subtitle)
-    return alt.layer(*layers).properties(title=heading, width=width, height=height)
+    spec = scaling_spec(points.to_dicts(), curves.to_dicts(), bands.to_dicts(), rules.to_dicts(),
+                        x=x, y=y, color=color, title=title, width=width, height=height,
+                        subtitle=[fit_summary(label, fit) for label, fit in drawn])
+    return layered_chart(spec)
+
+
+def layered_chart(spec: dict) -> alt.LayerChart:
+    """An Altair chart of a layered Vega-Lite specification (see :mod:`scalelib.chartspec`).
+
+    Parameters
+    ----------
+    spec
+        A specification with ``layer``, ``title``, ``width`` and ``height``.
+    """
+    layers = [alt.Chart.from_dict(layer) for layer in spec["layer"]]
+    title = alt.Title(spec["title"]["text"], subtitle=spec["title"]["subtitle"])
+    return alt.layer(*layers).properties(title=title, width=spec["width"],
+                                         height=spec["height"])
 
 
 def _baseline_frame(points: pl.DataFrame, baseline: str | None) -> pl.DataFrame:
@@ -277,8 +195,8 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     ]).with_columns(pl.col("size").cast(pl.Utf8))
     order = _size_order(curves.with_columns(pl.col("size").cast(pl.Utf8)))
     x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=log_x),
-                   scale=_log_scale() if log_x else alt.Scale(zero=False), axis=_count_axis())
-    y_axis = alt.Y("mse:Q", title="MSE (masked genes, log)", scale=_log_scale())
+                   scale=log_scale() if log_x else alt.Scale(zero=False), axis=count_axis())
+    y_axis = alt.Y("mse:Q", title="MSE (masked genes, log)", scale=log_scale())
     color = alt.Color("size:N", title=axis_title("size"), sort=order)
     base = alt.Chart(long).encode(x=x_axis, y=y_axis, color=color, detail="run_id:N")
     lines = base.mark_line(opacity=0.8).encode(
@@ -369,26 +287,12 @@ def data_size_chart(results: pl.DataFrame, fits: JointFit | Sequence[JointFit] |
     points = points.with_columns(pl.col("size").cast(pl.Utf8))
     order = _size_order(points)
     means = points.group_by("size", x).agg(pl.col(y).mean()).sort("size", x)
-    x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=True), scale=_log_scale(),
-                   axis=_count_axis())
-    y_axis = alt.Y(f"{y}:Q", title=axis_title(y, log=True), scale=_log_scale())
-    color = alt.Color("size:N", title=axis_title("size"), sort=order)
     tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     predicted = _joint_frame(points, fits, x, y)
     points = points.select(list(dict.fromkeys([*tooltip, "size"])))
-    layers = [
-        alt.Chart(points).mark_circle(size=50, opacity=0.7).encode(
-            x=x_axis, y=y_axis, color=color, tooltip=tooltip),
-        alt.Chart(means).mark_line().encode(x=x_axis, y=y_axis, color=color),
-    ]
-    subtitle = []
-    if predicted.height:
-        layers.append(alt.Chart(predicted).mark_line(strokeDash=BASELINE_DASH).encode(
-            x=x_axis, y=y_axis, color=color, detail="group:N"))
-        subtitle.append("dashed: joint fit L(N, D) = E + A/N^alpha + B/D^beta")
-    return alt.layer(*layers).properties(
-        title=alt.Title(title or f"{axis_title(y)} against training-set size", subtitle=subtitle),
-        width=width, height=height)
+    return layered_chart(data_size_spec(points.to_dicts(), means.to_dicts(), predicted.to_dicts(),
+                                        x=x, y=y, order=order, title=title, width=width,
+                                        height=height))
 
 
 def _joint_frame(points: pl.DataFrame, fits: JointFit | Sequence[JointFit] | None, x: str,
@@ -405,7 +309,7 @@ def _joint_frame(points: pl.DataFrame, fits: JointFit | Sequence[JointFit] | Non
         if not rows.height:
             continue
         grid = np.geomspace(rows[x].min(), rows[x].max(), grid_points)
-        label = ", ".join(f"{k}={v}" for k, v in fit.group.items()) or "all"
+        label = group_label(fit.group)
         for size, params in rows.group_by("size").agg(pl.col("params").first()).iter_rows():
             frames.append(pl.DataFrame({x: grid, y: fit.predict(float(params), grid),
                                         "size": size, "group": f"{label} {size}"}))

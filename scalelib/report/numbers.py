@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from scalelib import __version__
+from scalelib.chartspec import size_order
 from scalelib.config import PAPER_LADDER, PAPER_REGIMES
 from scalelib.report.published import published
 from scalelib.scaling import (
@@ -69,8 +70,7 @@ def _distinct(values: pl.Series) -> list:
 
 
 def _size_order(rows: pl.DataFrame) -> list[str]:
-    order = rows.group_by("size").agg(pl.col("params").min()).sort("params", "size")
-    return order["size"].to_list()
+    return size_order(rows.select("size", "params").iter_rows())
 
 
 def _test_vs_val(rows: pl.DataFrame) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """The report's tables: rows of ``numbers.json`` formatted for reading.
 
 A :class:`Table` displays as a Markdown pipe table, which Quarto turns into a native table in
-every format (HTML and Typst/PDF).
+every format (HTML and Typst/PDF). Every builder takes the prepared report data ``rep``
+(:func:`scalelib.report.data.load_report`) and returns the table with its Quarto label.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -36,13 +38,7 @@ class Table:
 
 
 def datasets_table(rep: ReportData) -> Table:
-    """One row per regime: source, V, cells per split, split design, fingerprint.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
+    """One row per regime: source, V, cells per split, split design, fingerprint."""
     rows = []
     census = any(r["dataset"].get("census_version") for r in rep.numbers["regimes"])
     for regime in rep.numbers["regimes"]:
@@ -61,13 +57,7 @@ def datasets_table(rep: ReportData) -> Table:
 
 
 def ladder_table(rep: ReportData) -> Table:
-    """Model sizes with their shape and parameter count P in each regime.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
+    """Model sizes with their shape and parameter count P in each regime."""
     rows = []
     for size in rep.numbers["ladder"]:
         row = {"Size": size["size"], "d_model": fmt(size["d_model"]),
@@ -80,13 +70,7 @@ def ladder_table(rep: ReportData) -> Table:
 
 
 def training_table(rep: ReportData) -> Table:
-    """Per regime: runs, seeds, optimiser steps, cells seen, early stops.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
+    """Per regime: runs, seeds, optimiser steps, cells seen, early stops."""
     rows = [{
         "Regime": r["regime"], "Runs": fmt(r["n_runs"]), "Sizes": join_words(r["sizes"]),
         "Seeds": join_words(r["seeds"]), "Steps": span(r["steps"]),
@@ -96,60 +80,37 @@ def training_table(rep: ReportData) -> Table:
     return Table("tbl-training", pl.DataFrame(rows))
 
 
-def fits_table(rep: ReportData) -> Table:
-    """alpha, a, c and R^2 with bootstrap intervals per regime and fit method.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
-    rows = []
+def _fits(rep: ReportData) -> Iterator[tuple[str, str, dict, dict]]:
+    """(regime, method, fit, bootstrap intervals) of every fit, in report order."""
     for regime in rep.numbers["regimes"]:
         for method, fit in regime["fits"].items():
-            ci = fit.get("ci") or {}
-            rows.append({
-                "Regime": regime["regime"], "Method": method, "Runs": fmt(fit["n_runs"]),
-                "α": with_ci(fit["alpha"], ci.get("alpha")),
-                "a": with_ci(fit["a"], ci.get("a")),
-                "c": with_ci(fit["c"], ci.get("c")),
-                "R²": fmt(fit["r2"]),
-                "R² of log L": with_ci(fit["r2_log"], ci.get("r2_log")),
-                "Status": status_word(fit["status"]),
-            })
+            yield regime["regime"], method, fit, fit.get("ci") or {}
+
+
+def fits_table(rep: ReportData) -> Table:
+    """alpha, a, c and R^2 with bootstrap intervals per regime and fit method."""
+    rows = [{
+        "Regime": regime, "Method": method, "Runs": fmt(fit["n_runs"]),
+        "α": with_ci(fit["alpha"], ci.get("alpha")), "a": with_ci(fit["a"], ci.get("a")),
+        "c": with_ci(fit["c"], ci.get("c")), "R²": fmt(fit["r2"]),
+        "R² of log L": with_ci(fit["r2_log"], ci.get("r2_log")),
+        "Status": status_word(fit["status"]),
+    } for regime, method, fit, ci in _fits(rep)]
     return Table("tbl-fits", pl.DataFrame(rows))
 
 
 def entropy_table(rep: ReportData) -> Table:
-    """The floor c and its entropy in bits per masked gene, with intervals.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
-    rows = []
-    for regime in rep.numbers["regimes"]:
-        for method, fit in regime["fits"].items():
-            ci = fit.get("ci") or {}
-            defined = fit["status"] != "no_floor"
-            rows.append({
-                "Regime": regime["regime"], "Method": method,
-                "c": with_ci(fit["c"], ci.get("c")),
-                "Bits per masked gene": with_ci(fit["bits"], ci.get("bits")) if defined
-                else "undefined (no floor)",
-            })
+    """The floor c and its entropy in bits per masked gene, with intervals."""
+    rows = [{
+        "Regime": regime, "Method": method, "c": with_ci(fit["c"], ci.get("c")),
+        "Bits per masked gene": (with_ci(fit["bits"], ci.get("bits"))
+                                 if fit["status"] != "no_floor" else "undefined (no floor)"),
+    } for regime, method, fit, ci in _fits(rep)]
     return Table("tbl-entropy", pl.DataFrame(rows))
 
 
 def published_table(rep: ReportData) -> Table:
-    """The published numbers (labelled) beside our grid and Huber fits of the same regimes.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
+    """The published numbers (labelled) beside our grid and Huber fits of the same regimes."""
     numbers = rep.numbers
     citation = numbers["published"]["citation"]
     rows = []
@@ -165,24 +126,15 @@ def published_table(rep: ReportData) -> Table:
         values = {field: published_value(numbers, entry["key"], field)
                   for field in ("alpha", "r2", "c", "bits") if field in entry}
         rows.append(row(f"published: {citation}", entry["regime"], runs, entry["method"], values))
-    for regime in numbers["regimes"]:
-        for method, fit in regime["fits"].items():
-            defined = fit["status"] != "no_floor"
-            values = {"alpha": fmt(fit["alpha"]), "r2": fmt(fit["r2"]), "c": fmt(fit["c"]),
-                      "bits": fmt(fit["bits"]) if defined else "undefined"}
-            rows.append(row("this report", regime["regime"], f"all ({fmt(fit['n_runs'])})",
-                            method, values))
+    for regime, method, fit, _ in _fits(rep):
+        values = {"alpha": fmt(fit["alpha"]), "r2": fmt(fit["r2"]), "c": fmt(fit["c"]),
+                  "bits": fmt(fit["bits"]) if fit["status"] != "no_floor" else "undefined"}
+        rows.append(row("this report", regime, f"all ({fmt(fit['n_runs'])})", method, values))
     return Table("tbl-published", pl.DataFrame(rows))
 
 
 def joint_table(rep: ReportData) -> Table:
-    """Joint fits L(N, D) = E + A/N^alpha + B/D^beta per regime with a data-size sweep.
-
-    Parameters
-    ----------
-    rep
-        The prepared report data (:func:`scalelib.report.data.load_report`).
-    """
+    """Joint fits L(N, D) = E + A/N^alpha + B/D^beta per regime with a data-size sweep."""
     rows = []
     for entry in rep.numbers["data_size"]:
         fit = entry["joint"]

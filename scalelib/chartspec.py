@@ -1,0 +1,298 @@
+"""The scaling chart as a Vega-Lite specification, in pure Python (standard library only).
+
+One definition of the chart of loss against model size (log-log points per run, fitted
+curves, bootstrap bands, dashed per-gene-mean baselines) for every face:
+:func:`scalelib.plots.scaling_chart` wraps it as an Altair chart, and the offline explorer,
+which runs under Pyodide without Altair, bundles this module and hands the specification to
+marimo as it is. Callers compute the rows (points, curves, bands, baselines); this module only
+styles them. The loss axis spans the points and baselines with a margin, and bootstrap bands
+are clipped to it, so a wide band cannot squash the data.
+
+:func:`json_ready` (NaN to null) is here too, for every JSON document scalelib writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+TITLES = {
+    "params": "Parameters P",
+    "best_val_mse": "Validation MSE (masked genes)",
+    "test_mse": "Test MSE (masked genes)",
+    "baseline_val_mse": "Per-gene-mean baseline MSE (validation)",
+    "n_train_cells": "Training cells D",
+    "cells_seen": "Training cells seen",
+    "step": "Optimiser step",
+    "train_flops": "Training FLOPs",
+    "regime": "Regime",
+    "size": "Model size",
+}
+BAND_OPACITY = 0.2
+BASELINE_DASH = [6, 4]
+LOSS_MARGIN = 1.25  # the loss axis reaches this factor beyond the lowest and highest value
+NOMINAL = ("size", "regime", "series", "group")
+
+
+def axis_title(column: str, log: bool = False) -> str:
+    """Readable axis title of a column, with `` (log)`` for a log axis.
+
+    Parameters
+    ----------
+    column
+        Column name; known names get the title in ``TITLES``, others their name with spaces
+        for underscores.
+    log
+        Mark the title as a log axis (inside a closing parenthesis when it ends with one).
+    """
+    title = TITLES.get(column, column.replace("_", " "))
+    if not log:
+        return title
+    return f"{title[:-1]}, log)" if title.endswith(")") else f"{title} (log)"
+
+
+def log_scale(domain: Sequence[float] | None = None) -> dict[str, Any]:
+    """A log scale that neither starts at zero nor rounds its ends (optionally fixed)."""
+    scale: dict[str, Any] = {"type": "log", "zero": False, "nice": False}
+    if domain is not None:
+        scale["domain"] = list(domain)
+    return scale
+
+
+def count_axis() -> dict[str, Any]:
+    """Axis of a log-scaled count (parameters, cells): SI labels (1k, 10k) that never touch."""
+    return {"format": "~s", "labelOverlap": "greedy", "labelSeparation": 6}
+
+
+def loss_domain(values: Iterable[Any], margin: float = LOSS_MARGIN) -> tuple[float, float] | None:
+    """Log-axis range that shows every value with a margin (None when none is positive).
+
+    Parameters
+    ----------
+    values
+        Losses and baselines to show; None, NaN and non-positive values are ignored.
+    margin
+        Factor beyond the lowest and highest value.
+    """
+    usable = [float(v) for v in values if _positive(v)]
+    if not usable:
+        return None
+    return min(usable) / margin, max(usable) * margin
+
+
+def fit_summary(label: str, fit: Any) -> str:
+    """``label: alpha = ... [low, high], c = ... (bits) (status)`` for a chart's subtitle.
+
+    Parameters
+    ----------
+    label
+        The fit's series.
+    fit
+        Any fit with ``alpha``, ``ci``, ``c``, ``bits`` and ``status`` (``PowerLawFit`` or
+        the explorer's ``LiteFit``).
+    """
+    text = f"{label}: alpha = {fit.alpha:.3g}"
+    interval = (fit.ci or {}).get("alpha")
+    if interval and all(_finite(v) for v in interval):
+        text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+    text += f", c = {fit.c:.3g}"
+    if _finite(fit.bits) and fit.status != "no_floor":
+        text += f" ({fit.bits:.2f} bits)"
+    if fit.status != "ok":
+        text += f" ({fit.status})"
+    return text
+
+
+def series_label(group: dict[str, Any], color: str | None) -> str:
+    """The series a fit belongs to: its value of the colour column, else its whole group."""
+    if color and color in group:
+        return str(group[color])
+    return group_label(group)
+
+
+def group_label(group: dict[str, Any]) -> str:
+    """``key=value, ...`` of a fit's group (``all`` for a fit of the whole table)."""
+    return ", ".join(f"{k}={v}" for k, v in group.items()) or "all"
+
+
+def scaling_spec(points: Sequence[dict[str, Any]], curves: Sequence[dict[str, Any]] = (),
+                 bands: Sequence[dict[str, Any]] = (), baselines: Sequence[dict[str, Any]] = (),
+                 *, x: str = "params", y: str = "best_val_mse", color: str | None = "regime",
+                 subtitle: Sequence[str] = (), title: str | None = None, width: int = 480,
+                 height: int = 320) -> dict[str, Any]:
+    """Log-log loss against model size: points, bootstrap bands, fitted curves, baselines.
+
+    Parameters
+    ----------
+    points
+        One row per run with ``x``, ``y``, ``series`` and tooltip fields (``size``, ``seed``,
+        ``regime`` where present).
+    curves
+        Rows of fitted curves: ``x``, ``fit``, ``series``, ``group``, ``alpha``, ``c``.
+    bands
+        Rows of bootstrap bands: ``x``, ``low``, ``high``, ``series``, ``group``; clipped to
+        the loss axis, rows with a missing end dropped.
+    baselines
+        One row per series: ``series``, ``baseline`` (a dashed rule each).
+    x, y
+        Columns on the axes.
+    color
+        Column the series come from (its title names the legend; None: ``series``).
+    subtitle
+        Lines under the title (one per fit, see :func:`fit_summary`).
+    title, width, height
+        Chart title (None: ``<y> against <x>``) and size in pixels.
+
+    Returns
+    -------
+    dict
+        A layered Vega-Lite specification with inline data (no ``$schema``).
+    """
+    domain = loss_domain([p.get(y) for p in points] + [b.get("baseline") for b in baselines])
+    bands = _clipped(bands, domain)
+    y_title = axis_title(y, log=True)
+    x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
+                  "scale": log_scale(), "axis": count_axis()}
+
+    def y_encoding(field: str) -> dict[str, Any]:
+        return {"field": field, "type": "quantitative", "title": y_title,
+                "scale": log_scale(domain)}
+
+    legend = {"field": "series", "type": "nominal",
+              "title": axis_title(color) if color else "series"}
+    tooltip = [c for c in ("size", "seed", "regime", x, y) if points and c in points[0]]
+    layers = [_layer(points, {"type": "circle", "size": 60, "opacity": 0.8},
+                     {"x": x_encoding, "y": y_encoding(y), "color": legend,
+                      "tooltip": [_field(c) for c in tooltip]})]
+    if bands:
+        layers.append(_layer(bands, {"type": "area", "opacity": BAND_OPACITY},
+                             {"x": x_encoding, "y": y_encoding("low"), "y2": {"field": "high"},
+                              "color": legend, "detail": _field("group")}))
+    if curves:
+        layers.append(_layer(curves, {"type": "line", "clip": True},
+                             {"x": x_encoding, "y": y_encoding("fit"), "color": legend,
+                              "detail": _field("group"),
+                              "tooltip": [_field(c) for c in ("group", "alpha", "c")]}))
+    if baselines:
+        layers.append(_layer(baselines, {"type": "rule", "strokeDash": BASELINE_DASH},
+                             {"y": y_encoding("baseline"), "color": legend,
+                              "tooltip": [_field("series"),
+                                          {**_field("baseline"),
+                                           "title": "per-gene-mean baseline"}]}))
+    notes = list(subtitle)
+    if baselines:
+        notes.append("dashed: per-gene-mean baseline")
+    if bands:
+        notes.append("band: 95% bootstrap interval of the fit")
+    x_name = axis_title(x)
+    heading = title or f"{axis_title(y)} against {x_name[0].lower()}{x_name[1:]}"
+    return {"title": {"text": heading, "subtitle": notes}, "width": width, "height": height,
+            "layer": layers}
+
+
+def data_size_spec(points: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]],
+                   predicted: Sequence[dict[str, Any]] = (), *, x: str = "n_train_cells",
+                   y: str = "best_val_mse", order: Sequence[str] = (), title: str | None = None,
+                   width: int = 480, height: int = 320) -> dict[str, Any]:
+    """Loss against training-set size (log-log): points per run, a line of seed means per
+    model size, and dashed joint-fit predictions.
+
+    Parameters
+    ----------
+    points
+        One row per run with ``x``, ``y``, ``size`` and tooltip fields.
+    means
+        Seed means: ``size``, ``x``, ``y``.
+    predicted
+        Joint-fit predictions: ``x``, ``y``, ``size``, ``group`` (one dashed line per group).
+    x, y
+        Columns on the axes (training-set size and loss).
+    order
+        Model sizes in legend order (see :func:`size_order`).
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+    """
+    x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
+                  "scale": log_scale(), "axis": count_axis()}
+    y_encoding = {"field": y, "type": "quantitative", "title": axis_title(y, log=True),
+                  "scale": log_scale()}
+    color = {"field": "size", "type": "nominal", "title": axis_title("size"), "sort": list(order)}
+    tooltip = [c for c in ("size", "seed", "regime", x, y) if points and c in points[0]]
+    layers = [
+        _layer(points, {"type": "circle", "size": 50, "opacity": 0.7},
+               {"x": x_encoding, "y": y_encoding, "color": color,
+                "tooltip": [_field(c) for c in tooltip]}),
+        _layer(means, {"type": "line"}, {"x": x_encoding, "y": y_encoding, "color": color}),
+    ]
+    subtitle = []
+    if predicted:
+        layers.append(_layer(predicted, {"type": "line", "strokeDash": BASELINE_DASH},
+                             {"x": x_encoding, "y": y_encoding, "color": color,
+                              "detail": _field("group")}))
+        subtitle.append("dashed: joint fit L(N, D) = E + A/N^alpha + B/D^beta")
+    return {"title": {"text": title or f"{axis_title(y)} against training-set size",
+                      "subtitle": subtitle}, "width": width, "height": height, "layer": layers}
+
+
+def size_order(sizes_and_params: Iterable[tuple[Any, Any]]) -> list[str]:
+    """Size names ordered by their smallest parameter count (by name where it is missing).
+
+    Parameters
+    ----------
+    sizes_and_params
+        ``(size, params)`` pairs, one per run (``params`` may be None).
+    """
+    smallest: dict[str, float] = {}
+    for size, params in sizes_and_params:
+        value = float(params) if _finite(params) else math.inf
+        smallest[str(size)] = min(smallest.get(str(size), math.inf), value)
+    return sorted(smallest, key=lambda name: (smallest[name], name))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities to None, tuples to lists, dict keys
+    to strings, numpy scalars to Python ones (recursively).
+
+    Parameters
+    ----------
+    value
+        A scalar or nested dicts, lists and tuples of them.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _layer(rows: Sequence[dict[str, Any]], mark: dict[str, Any],
+           encoding: dict[str, Any]) -> dict[str, Any]:
+    return {"data": {"values": json_ready(list(rows))}, "mark": mark, "encoding": encoding}
+
+
+def _field(name: str) -> dict[str, str]:
+    return {"field": name, "type": "nominal" if name in NOMINAL else "quantitative"}
+
+
+def _clipped(bands: Sequence[dict[str, Any]],
+             domain: tuple[float, float] | None) -> list[dict[str, Any]]:
+    """Band rows with both ends positive, clipped to ``domain`` when there is one."""
+    kept = [dict(row) for row in bands if _positive(row.get("low")) and _positive(row.get("high"))]
+    if domain is not None:
+        low, high = domain
+        for row in kept:
+            row["low"], row["high"] = (min(max(row[k], low), high) for k in ("low", "high"))
+    return kept
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0

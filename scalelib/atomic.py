@@ -1,16 +1,19 @@
-"""Atomic file writes: write to a temporary sibling, then rename into place.
+"""Atomic file writes: write to a temporary sibling, then rename into place; strict JSON.
 
 A reader never sees a half-written results table or fits file, and a failed write leaves the
-previous file untouched.
+previous file untouched. :func:`json_ready` turns NaN into null for every JSON document
+scalelib writes. Standard library only (the offline explorer bundles it).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -44,3 +47,23 @@ def current_umask() -> int:
 
 def _new_file_mode() -> int:
     return 0o666 & ~current_umask()
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities to None, tuples to lists, dict keys
+    to strings, numpy scalars to Python ones (recursively).
+
+    Parameters
+    ----------
+    value
+        A scalar or nested dicts, lists and tuples of them.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

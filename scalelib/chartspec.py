@@ -7,8 +7,6 @@ which runs under Pyodide without Altair, bundles this module and hands the speci
 marimo as it is. Callers compute the rows (points, curves, bands, baselines); this module only
 styles them. The loss axis spans the points and baselines with a margin, and bootstrap bands
 are clipped to it, so a wide band cannot squash the data.
-
-:func:`json_ready` (NaN to null) is here too, for every JSON document scalelib writes.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from scalelib.atomic import json_ready
 
 TITLES = {
     "params": "Parameters P",
@@ -248,26 +248,6 @@ def size_order(sizes_and_params: Iterable[tuple[Any, Any]]) -> list[str]:
         value = float(params) if _finite(params) else math.inf
         smallest[str(size)] = min(smallest.get(str(size), math.inf), value)
     return sorted(smallest, key=lambda name: (smallest[name], name))
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` as strict JSON data: NaN and infinities to None, tuples to lists, dict keys
-    to strings, numpy scalars to Python ones (recursively).
-
-    Parameters
-    ----------
-    value
-        A scalar or nested dicts, lists and tuples of them.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _layer(rows: Sequence[dict[str, Any]], mark: dict[str, Any],

@@ -20,12 +20,13 @@ writing (:func:`bundle_document`, :func:`write_bundle`) reads the results table 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from scalelib.atomic import json_ready
+from scalelib.chartspec import size_order
 from scalelib.errors import ScalelibError
 from scalelib.explore.purefit import LiteFit
 
@@ -75,11 +76,7 @@ class Bundle:
     @property
     def sizes(self) -> list[str]:
         """Size names ordered by parameter count."""
-        smallest: dict[str, float] = {}
-        for row in self.ok_rows:
-            name, params = str(row.get("size")), row.get("params") or 0
-            smallest[name] = min(params, smallest.get(name, math.inf))
-        return sorted(smallest, key=smallest.__getitem__)
+        return size_order((row.get("size"), row.get("params")) for row in self.ok_rows)
 
     @property
     def has_data_sweep(self) -> bool:
@@ -158,7 +155,7 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
                             n_bootstrap=n_bootstrap)
         fits = fits_document(fitted)
     rows = results.select([c for c in ROW_COLUMNS if c in results.columns]).to_dicts()
-    return _strict({
+    return json_ready({
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scalelib_version": __version__, "source": str(sweep_dir),
@@ -188,13 +185,3 @@ def _fetch_text(url: str) -> str:
         with urlopen(url, timeout=30) as response:
             return response.read().decode()
     return open_url(url).read()
-
-
-def _strict(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -7,17 +7,14 @@ notebooks and the report rely on.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scalelib import __version__
-from scalelib.atomic import atomic_path
+from scalelib.atomic import atomic_path, json_ready
 from scalelib.errors import ScalelibError
 from scalelib.scaling.joint import JointFit
 from scalelib.scaling.powerlaw import PowerLawFit
@@ -33,27 +30,6 @@ class FitsFile:
     joint_fits: tuple[JointFit, ...] = ()
     created: str = ""
     scalelib_version: str = __version__
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` made strict-JSON-ready: non-finite floats become None (recursively), numpy
-    scalars Python ones.
-
-    Parameters
-    ----------
-    value
-        A scalar or nested dicts, lists and tuples of them; dict keys become strings and
-        tuples lists.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def fits_document(fits: Sequence[PowerLawFit], *, x: str = "params", y: str = "best_val_mse",

@@ -8,23 +8,18 @@ it) and cut the browser off the network: the exported pages must render from loc
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
 import io
 import json
 import math
-import mimetypes
 import os
-import re
 import shutil
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +199,35 @@ def test_bundle_round_trip_and_scaling_spec(smoke_sweep, tmp_path):
     assert len(spec["layer"][0]["data"]["values"]) == 6
 
 
+def test_explorer_draws_the_scaling_chart_of_plots(smoke_sweep):
+    """The explorer's spec and plots.scaling_chart come from one builder: the same layers,
+    encodings and titles, and a loss axis that spans the points and baselines."""
+    from scalelib.plots import scaling_chart
+    from scalelib.results import read_results
+    from scalelib.scaling import read_fits, scaling_rows
+
+    bundle = load_bundle(smoke_sweep)
+    huber = [fit for fit in bundle.fits if fit.method == "huber"]
+    explorer = json.loads(vegalite.scaling_spec(bundle.scaling_rows, huber).to_json())
+    results = scaling_rows(read_results(smoke_sweep / "results.parquet"))
+    report = scaling_chart(results, read_fits(smoke_sweep / "fits.json"), method="huber").to_dict()
+    assert [layer["mark"] for layer in explorer["layer"]] == [
+        layer["mark"] for layer in report["layer"]]
+    assert [layer["encoding"] for layer in explorer["layer"]] == [
+        layer["encoding"] for layer in report["layer"]]
+    assert explorer["title"] == report["title"]
+    losses = [row["best_val_mse"] for row in bundle.scaling_rows]
+    baselines = [row["baseline_val_mse"] for row in bundle.scaling_rows]
+    low, high = explorer["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert low == pytest.approx(min(losses + baselines) / 1.25)
+    assert high == pytest.approx(max(losses + baselines) * 1.25)
+    band = next(layer for layer in explorer["layer"] if layer["mark"]["type"] == "area")
+    assert all(low <= row["low"] <= row["high"] <= high for row in band["data"]["values"])
+
+
 def test_browser_modules_import_only_the_standard_library():
     code = ("import sys; import scalelib.explore.purefit, scalelib.explore.vegalite, "
-            "scalelib.explore.bundle; heavy = {'numpy', 'polars', 'scipy', 'altair', 'torch'}; "
+            "scalelib.explore.bundle, scalelib.chartspec; heavy = {'numpy', 'polars', 'scipy', 'altair', 'torch'}; "
             "print(sorted(heavy & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "[]", result.stderr
@@ -244,6 +265,8 @@ def test_export_writes_both_notebooks_with_their_outputs(exported):
         text = page.read_text()
         assert html_errors(page) == []
         assert text.count("application/vnd.vegalite") >= 3, name
+        assert "cdn.jsdelivr.net" not in text and 'src="marimo/assets/' in text, name
+    assert list((exported / "marimo" / "assets").glob("index-*.js"))
 
 
 @needs_uv
@@ -289,130 +312,46 @@ RENDERED = """(() => {
 
 
 class Browser:
-    """Headless Chromium driven over the DevTools protocol, with every external host unresolvable.
+    """Headless system Chromium driven by Playwright, with every external host unresolvable;
+    ``external`` lists what the pages asked of other hosts."""
 
-    ``assets`` maps URL prefixes to local folders; matching requests are answered from disk
-    (the CDN copy of marimo's frontend that a static export references).
-    """
-
-    def __init__(self, assets: dict[str, Path] | None = None) -> None:
-        from websockets.sync.client import connect
-
-        self.assets = assets or {}
-        self.profile = tempfile.mkdtemp(prefix="chromium-")
-        self.process = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-             "--window-size=1280,3200", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        websocket = None
-        for line in self.process.stderr:
-            match = re.search(r"DevTools listening on (ws://\S+)", line)
-            if match:
-                websocket = match.group(1)
-                break
-        port = re.search(r":(\d+)/", websocket).group(1)
-        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
-        page = next(target for target in pages if target["type"] == "page")
-        self._connection = connect(page["webSocketDebuggerUrl"], max_size=2**28)
-        self.socket = self._connection.__enter__()
-        self.counter = 0
+    def __init__(self, playwright) -> None:
+        self.browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu",
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+        self.context = self.browser.new_context(viewport={"width": 1280, "height": 3200})
+        self.page = self.context.new_page()
         self.logs: list[str] = []
         self.external: list[str] = []
-        self.call("Runtime.enable")
-        self.call("Page.enable")
-        self.call("Network.enable")
-        self.call("Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=True,
-                  flatten=True)
-        if self.assets:
-            self.call("Fetch.enable", patterns=[{"urlPattern": f"{prefix}*"}
-                                                for prefix in self.assets])
+        self.context.on("console", lambda message: self.logs.append(message.text))
+        self.page.on("pageerror", lambda error: self.logs.append(f"pageerror: {error}"))
+        self.context.on("request", self._record)
 
-    def send(self, method: str, session: str | None = None, **params) -> int:
-        """Send a command without waiting for its reply."""
-        self.counter += 1
-        message = {"id": self.counter, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        self.socket.send(json.dumps(message))
-        return self.counter
-
-    def call(self, method: str, **params) -> dict:
-        """Send a command and wait for its reply, handling the events that come meanwhile."""
-        wanted, deadline = self.send(method, **params), time.time() + 60
-        while time.time() < deadline:
-            reply = json.loads(self.socket.recv(timeout=max(0.1, deadline - time.time())))
-            if reply.get("id") == wanted:
-                return reply
-            self.handle(reply)
-        raise TimeoutError(method)
-
-    def handle(self, event: dict) -> None:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.consoleAPICalled":
-            self.logs.append(" ".join(str(a.get("value", a.get("description", "")))
-                                      for a in params["args"]))
-        elif method == "Target.attachedToTarget":  # web workers: Pyodide runs in one
-            session = params["sessionId"]
-            self.send("Runtime.enable", session=session)
-            self.send("Runtime.runIfWaitingForDebugger", session=session)
-        elif method == "Network.requestWillBeSent":
-            url = params["request"]["url"]
-            if url.startswith("http") and not url.startswith("http://127.0.0.1"):
-                self.external.append(url)
-        elif method == "Fetch.requestPaused":
-            self.answer_from_disk(params)
-
-    def answer_from_disk(self, params: dict) -> None:
-        url = params["request"]["url"].split("?")[0]
-        for prefix, folder in self.assets.items():
-            path = folder / url[len(prefix):]
-            if url.startswith(prefix) and path.is_file():
-                kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                self.send("Fetch.fulfillRequest", requestId=params["requestId"],
-                          responseCode=200,
-                          responseHeaders=[{"name": "Content-Type", "value": kind},
-                                           {"name": "Access-Control-Allow-Origin",
-                                            "value": "*"}],
-                          body=base64.b64encode(path.read_bytes()).decode())
-                return
-        self.send("Fetch.failRequest", requestId=params["requestId"], errorReason="Failed")
+    def _record(self, request) -> None:
+        url = request.url
+        if url.startswith("http") and not url.startswith("http://127.0.0.1"):
+            self.external.append(url)
 
     def open_until(self, url: str, done, timeout: float) -> dict:
         """Load ``url`` and poll the page until ``done(state)`` or ``timeout`` seconds."""
-        self.call("Page.navigate", url=url)
+        self.page.goto(url, wait_until="commit")
         started, state = time.time(), {}
         while time.time() - started < timeout:
-            reply = self.call("Runtime.evaluate", expression=RENDERED, returnByValue=True)
-            value = reply.get("result", {}).get("result", {}).get("value")
-            state = json.loads(value) if value else {}
-            if state and done(state):
+            state = json.loads(self.page.evaluate(RENDERED))
+            if done(state):
                 break
-            deadline = time.time() + 1.0
-            while time.time() < deadline:  # let events (requests, logs) flow meanwhile
-                try:
-                    self.handle(json.loads(self.socket.recv(timeout=0.2)))
-                except TimeoutError:
-                    pass
+            self.page.wait_for_timeout(1000)
         state["seconds"] = round(time.time() - started, 1)
         return state
 
     def screenshot(self) -> np.ndarray:
         from PIL import Image
 
-        data = self.call("Page.captureScreenshot", format="png")["result"]["data"]
-        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"))
+        return np.asarray(Image.open(io.BytesIO(self.page.screenshot())).convert("L"))
 
     def close(self) -> None:
-        self._connection.__exit__(None, None, None)
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        self.browser.close()
 
 
 @pytest.fixture
@@ -420,16 +359,18 @@ def browser_factory():
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium); the exported "
                     "pages were not opened in a browser")
-    pytest.importorskip("websockets.sync.client")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    playwright = sync_api.sync_playwright().start()
     opened = []
 
-    def make(**kwargs) -> Browser:
-        opened.append(Browser(**kwargs))
+    def make() -> Browser:
+        opened.append(Browser(playwright))
         return opened[-1]
 
     yield make
     for browser in opened:
         browser.close()
+    playwright.stop()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -461,24 +402,15 @@ def serve():
         server.server_close()
 
 
-def _marimo_cdn_assets(page: Path) -> dict[str, Path]:
-    """The CDN prefix of marimo's frontend in an exported page -> marimo's bundled copy."""
-    import marimo
-
-    prefix = re.search(r"https://cdn\.jsdelivr\.net/npm/@marimo-team/frontend@[^/]+/dist/",
-                       page.read_text()).group(0)
-    return {prefix: Path(marimo.__file__).parent / "_static"}
-
-
 @pytest.mark.parametrize("name, at_least", [("scaling", 3), ("data", 3)])
 def test_exported_notebook_renders_its_charts_in_a_browser(exported, browser_factory, serve,
                                                            name, at_least):
-    page = exported / f"{name}.html"
-    browser = browser_factory(assets=_marimo_cdn_assets(page))
-    url = f"{serve(exported)}/{page.name}"
+    browser = browser_factory()
+    url = f"{serve(exported)}/{name}.html"
     state = browser.open_until(url, lambda s: s["svg"] + s["canvas"] >= at_least, timeout=90)
     assert state.get("svg", 0) + state.get("canvas", 0) >= at_least, (state, browser.logs[-20:])
     assert state["errors"] == 0
+    assert browser.external == [], "the page asked the internet for something"
     pixels = browser.screenshot()
     assert (pixels < 200).mean() > 0.01, "the screenshot is (nearly) blank"
 

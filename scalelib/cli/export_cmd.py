@@ -4,15 +4,20 @@ Writes, under ``--out`` (default ``exports``)::
 
     scaling.html     the scaling notebook run on a sweep directory, with its outputs
     data.html        the data notebook run on the sweep's simulated dataset
+    marimo/          marimo's front end (JavaScript, CSS, fonts), copied from the installed
+                     marimo package, which both pages load (--runtime cdn: left to the CDN)
     explorer/        the results explorer as a WebAssembly app (marimo export html-wasm):
                      index.html, assets/, public/explorer-data.json (the sweep's runs and fits),
                      public/wheels/ (scalelib's pure-Python modules) and pyodide/ (the Python
                      runtime and wheels, so the app opens without network; --runtime cdn
                      leaves them to the CDN)
 
-The two HTML files load marimo's frontend from its CDN and open directly; the explorer must
-be served over HTTP (``python -m http.server --directory exports/explorer``) and then needs
-no server-side Python: fits are redone in the browser.
+With the default ``--runtime auto`` (or ``bundle``) nothing is fetched from the internet when
+the pages open: serve the folder over HTTP (``python -m http.server --directory exports``;
+browsers refuse the pages' JavaScript modules from ``file://``) and open ``scaling.html``,
+``data.html`` or ``explorer/``. The explorer needs no server-side Python: fits are redone in
+the browser. ``--runtime cdn`` writes smaller pages that load marimo's front end and Pyodide
+from their CDNs, so they need internet to open.
 
 Examples::
 
@@ -61,9 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS),
                         metavar="NAME", help="export only these (scaling, data, explorer)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="explorer's Python runtime: bundle it beside the page (works "
-                        "offline; needs npm and PyPI once), cdn (smaller; needs internet to "
-                        "open), or auto (bundle, else cdn with a warning; default)")
+                        help="where the pages get marimo's front end and the explorer its "
+                        "Python runtime: bundle them beside the pages (opens offline; the "
+                        "explorer's runtime needs npm and PyPI once), cdn (smaller; needs "
+                        "internet to open), or auto (bundle, else the explorer's runtime from "
+                        "the CDN with a warning; default)")
     parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR",
                         help="folder of the notebook sources (default: the checkout's "
                         "notebooks/)")
@@ -97,11 +104,17 @@ def run_export(args: argparse.Namespace) -> int:
         else:
             print(f"explorer skipped: {results} has no results.parquet (run `scalelib demo`, "
                   "the scaling notebook, or pass --results)", file=sys.stderr)
+    pages = [path for path in written if path.suffix == ".html"]
+    if pages and args.runtime != "cdn":
+        version = bundle_frontend(pages, out)
+        print(f"pages: marimo {version}'s front end bundled in {out / FRONTEND_DIR} "
+              "(they open without internet)")
+    elif pages:
+        print("pages: marimo's front end loads from its CDN (they need internet to open)")
     print("exported:")
     for path in written:
         print(f"  {path}")
-    if "explorer" in args.only and (out / "explorer").exists():
-        print(f"serve the explorer with: python -m http.server --directory {out / 'explorer'}")
+    print(f"open them through a local server: python -m http.server --directory {out}")
     return 0
 
 
@@ -142,6 +155,34 @@ def export_html(notebook: Path, target: Path, notebook_args: list[str]) -> Path:
         raise ScalelibError(f"{notebook.name} ran with errors (see {target}): "
                             + "; ".join(errors[:3]))
     return target
+
+
+FRONTEND_DIR = "marimo"
+CDN_FRONTEND = re.compile(r"https://cdn\.jsdelivr\.net/npm/@marimo-team/frontend@[^/\"']+/dist/")
+
+
+def bundle_frontend(pages: list[Path], out: Path) -> str:
+    """Copy marimo's front end beside ``pages`` and point them at it instead of the CDN.
+
+    The installed marimo package carries the front end its exports load (``marimo/_static``);
+    it is copied to ``out/marimo`` (replacing an older copy) and the CDN prefix in each page
+    is rewritten to that folder. Returns the marimo version.
+    """
+    import marimo
+
+    static = Path(marimo.__file__).parent / "_static"
+    target = out / FRONTEND_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(static, target, ignore=shutil.ignore_patterns("index.html", "CLAUDE.md"))
+    for page in pages:
+        text = page.read_text()
+        if not CDN_FRONTEND.search(text):
+            raise ScalelibError(f"{page} does not load marimo's front end from the CDN as "
+                                f"marimo {marimo.__version__} should; re-export with "
+                                "--runtime cdn")
+        page.write_text(CDN_FRONTEND.sub(f"{FRONTEND_DIR}/", text))
+    return marimo.__version__
 
 
 def html_errors(page: Path) -> list[str]:

@@ -26,6 +26,7 @@ def _():
     import marimo as mo
 
     from scalelib.config import notebook_sweep_dir
+    from scalelib.data.preprocess import load_or_simulate
     from scalelib.data.store import load_dataset
     from scalelib.errors import ScalelibError
     from scalelib.explore import datacharts, dataview
@@ -38,6 +39,7 @@ def _():
         dataview,
         list_datasets,
         load_dataset,
+        load_or_simulate,
         mo,
         notebook_sweep_dir,
     )
@@ -85,11 +87,10 @@ def _(datasets_dir, list_datasets, mo, preset, start_dataset, start_embedding):
 
 
 @app.cell
-def _(Path, choice, datasets_dir, dataview, load_dataset, mo, preset):
+def _(Path, choice, datasets_dir, dataview, load_dataset, load_or_simulate, mo, preset):
     with mo.status.spinner(title="Opening (or simulating) the dataset"):
         if choice.value.startswith("simulated:"):
-            dataset = dataview.simulated_dataset(preset, choice.value.split(":", 1)[1],
-                                                 datasets_dir)
+            dataset = load_or_simulate(choice.value.split(":", 1)[1], preset, datasets_dir)
         else:
             dataset = load_dataset(Path(choice.value))
     mo.ui.table([{"field": k, "value": str(v)} for k, v in dataview.overview(dataset).items()],
@@ -99,12 +100,15 @@ def _(Path, choice, datasets_dir, dataview, load_dataset, mo, preset):
 
 @app.cell
 def _(ScalelibError, datacharts, dataset, dataview, mo):
+    _top = 25  # rows of the gene table, all on one page
     try:
         _hvg = dataview.hvg_table(dataset)
         _view = mo.vstack([
             mo.ui.altair_chart(datacharts.mean_variance_chart(_hvg), chart_selection=False),
-            mo.ui.table(_hvg.head(50), selection=None, label="Top candidates by normalised "
-                                                             "variance"),
+            mo.ui.table(_hvg.head(_top), selection=None, page_size=_top,
+                        format_mapping={k: "{:.4g}" for k in ("means", "variances",
+                                                               "variances_norm")},
+                        label="Top candidates by normalised variance"),
         ])
     except ScalelibError as error:  # a dataset without HVG statistics still shows the rest
         _view = mo.callout(mo.md(str(error)), kind="warn")
@@ -127,8 +131,8 @@ def _(datacharts, dataset, dataview, mo):
 
 @app.cell
 def _(dataset, dataview, mo):
-    label_column = mo.ui.dropdown(dataview.label_columns(dataset) or ["none"],
-                                  label="Colour and compose by")
+    _labels = dataview.label_columns(dataset) or ["none"]  # the cell-type column first
+    label_column = mo.ui.dropdown(_labels, value=_labels[0], label="Colour and compose by")
     label_column
     return (label_column,)
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import polars as pl
 
-from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder, get_regime
-from scalelib.data.store import ExpressionDataset, is_dataset_dir, load_dataset
+from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder
+from scalelib.data.preprocess import load_or_simulate
 from scalelib.errors import ScalelibError
 from scalelib.plots import save_chart, scaling_chart
 from scalelib.results import print_table
-from scalelib.scaling import PowerLawFit, fit_groups, write_fits
+from scalelib.scaling import METHODS, PowerLawFit, fit_groups, write_fits
 from scalelib.sweep import SweepCallbacks, plan_runs, run_sweep
 
 DEMO_REGIMES = ("rich", "limited")
@@ -35,7 +35,6 @@ DEMO_REGIMES = ("rich", "limited")
 # the demo regimes differ in V, D and budget together (the reference study's in V and D), and
 # their losses compare in shape, not in level.
 REGIME_BUDGET_FRACTION = {"rich": 1.0, "limited": 0.5}
-FIT_METHODS = ("grid", "huber")
 
 
 @dataclass(frozen=True)
@@ -47,28 +46,6 @@ class DemoSummary:
     fits: list[PowerLawFit]
     files: dict[str, Path]
     wall_time_s: float
-
-
-def load_or_simulate(regime: str, preset: str, datasets_dir: Path, seed: int = 0) -> ExpressionDataset:
-    """Open ``datasets_dir/<regime>`` or simulate the regime of ``preset`` and write it there.
-
-    Parameters
-    ----------
-    regime
-        ``"rich"`` or ``"limited"``.
-    preset
-        ``"demo"``, ``"smoke"`` or ``"paper"`` (genes and cells of the regime).
-    datasets_dir
-        Folder holding one dataset directory per regime.
-    seed
-        Seed of the simulation and of the dataset build.
-    """
-    from scalelib.data.preprocess import simulate_dataset
-
-    path = Path(datasets_dir) / regime
-    if not is_dataset_dir(path):
-        simulate_dataset(get_regime(regime, preset), seed=seed).write(path, overwrite=True)
-    return load_dataset(path)
 
 
 def run_demo(
@@ -111,7 +88,7 @@ def run_demo(
         dataset = load_or_simulate(regime, preset, out_dir / "datasets")
         runs += plan_runs(dataset, ladder, _regime_budget(config, regime), seeds=seeds)
     results = run_sweep(runs, out_dir, rerun=rerun, callbacks=callbacks, progress=progress)
-    fits = fit_groups(results, by=("regime",), methods=FIT_METHODS, n_bootstrap=n_bootstrap)
+    fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=n_bootstrap)
     files = {
         "results": out_dir / "results.parquet",
         "fits": write_fits(fits, out_dir / "fits.json"),

@@ -126,7 +126,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from scalelib.demo import load_or_simulate
+    from scalelib.data.preprocess import load_or_simulate
     from scalelib.results import print_table
     from scalelib.sweep import plan_runs, run_sweep
 

@@ -13,6 +13,7 @@ per-gene HVG statistics of a dataset for mean-variance plots.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 import polars as pl
 from scipy import sparse
 
-from scalelib.config import Regime
+from scalelib.config import Regime, get_regime
 from scalelib.data.build import (
     assemble_dataset,
     gene_id_column,
@@ -40,7 +41,7 @@ from scalelib.data.splits import (
     split_summary,
     train_rank,
 )
-from scalelib.data.store import HVG_TABLE_COLUMNS, ExpressionDataset
+from scalelib.data.store import HVG_TABLE_COLUMNS, ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
 
 
@@ -236,3 +237,27 @@ def _log_expression(matrix: np.ndarray | sparse.spmatrix) -> np.ndarray:
             "selects genes and normalises"
         )
     return values
+
+
+def load_or_simulate(regime: str, preset: str, datasets_dir: str | Path,
+                     seed: int = 0) -> ExpressionDataset:
+    """Open ``datasets_dir/<regime>``, or simulate the regime of ``preset`` and write it there.
+
+    The demo, the CLI and both notebooks share datasets through this layout and seed.
+
+    Parameters
+    ----------
+    regime
+        Regime name (``"rich"``, ``"limited"``); also the folder name under ``datasets_dir``.
+    preset
+        ``"demo"``, ``"smoke"`` or ``"paper"`` (genes and cells of the regime, see
+        :func:`scalelib.config.get_regime`).
+    datasets_dir
+        Folder holding one dataset directory per regime.
+    seed
+        Seed of the simulation and of the dataset build (used only when written here).
+    """
+    path = Path(datasets_dir) / regime
+    if not is_dataset_dir(path):
+        simulate_dataset(get_regime(regime, preset), seed=seed).write(path, overwrite=True)
+    return load_dataset(path)

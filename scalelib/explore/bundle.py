@@ -9,6 +9,7 @@ its data and the Pyodide runtime travel together as one folder. Layout::
       "created": "2026-02-20T10:00:00+00:00", "scalelib_version": "0.1.0",
       "source": "data/demo",                    # the sweep directory it was made from
       "x": "params", "y": "best_val_mse",       # columns of the stored fits
+      "fits_source": "fits.json",               # or "fitted on export (<why>)"
       "rows": [{"run_id": ..., "regime": "rich", "size": "D3", "params": 6337, ...}],
       "fits": [...], "joint_fits": [...]        # as in a fits JSON file (scalelib.scaling)
     }
@@ -39,7 +40,6 @@ ROW_COLUMNS = (
     "train_flops", "best_step", "best_val_mse", "test_mse", "baseline_val_mse",
     "baseline_test_mse", "wall_time_s", "status",
 )
-FIT_METHODS = ("grid", "huber")
 DEFAULT_BOOTSTRAP = 200
 
 
@@ -127,7 +127,8 @@ def parse_bundle(document: dict[str, Any]) -> Bundle:
 
 
 def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTRAP) -> dict[str, Any]:
-    """The explorer document of a sweep directory (fits from ``fits.json``, else fitted here).
+    """The explorer document of a sweep directory (fits from ``fits.json`` while it matches the
+    runs, else fitted here: :func:`scalelib.scaling.stored_or_fitted`).
 
     Parameters
     ----------
@@ -139,26 +140,21 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
     """
     from scalelib import __version__
     from scalelib.results import read_results
-    from scalelib.scaling import fit_groups, fits_document, read_fits, scaling_rows
+    from scalelib.scaling import fits_document, scaling_rows, stored_or_fitted
 
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir / "results.parquet")
     if results.height == 0:
         raise ScalelibError(f"{sweep_dir} has no finished runs (no results.parquet rows); run "
                             "`scalelib demo` or the scaling notebook first")
-    fits_path = sweep_dir / "fits.json"
-    if fits_path.exists():
-        stored = read_fits(fits_path)
-        fits = fits_document(stored.fits, x=stored.x, y=stored.y, joint_fits=stored.joint_fits)
-    else:
-        fitted = fit_groups(scaling_rows(results), by=("regime",), methods=FIT_METHODS,
-                            n_bootstrap=n_bootstrap)
-        fits = fits_document(fitted)
+    stored, reason = stored_or_fitted(sweep_dir, scaling_rows(results), n_bootstrap=n_bootstrap)
+    fits = fits_document(stored.fits, x=stored.x, y=stored.y, joint_fits=stored.joint_fits)
     rows = results.select([c for c in ROW_COLUMNS if c in results.columns]).to_dicts()
     return json_ready({
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "scalelib_version": __version__, "source": str(sweep_dir),
+        "fits_source": "fits.json" if reason is None else f"fitted on export ({reason})",
         "x": fits["x"], "y": fits["y"], "rows": rows, "fits": fits["fits"],
         "joint_fits": fits["joint_fits"],
     })

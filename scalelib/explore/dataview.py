@@ -8,8 +8,6 @@ per-cell summary or embedding.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
@@ -301,31 +299,3 @@ def embedding(dataset: ExpressionDataset, method: str = "pca", *, max_cells: int
         "x": coordinates[:, 0].astype(float), "y": coordinates[:, 1].astype(float),
         "split": dataset.obs["split"].to_numpy()[rows], "label": labels,
     })
-
-
-def simulated_dataset(preset: str, regime: str, datasets_dir: str | Path,
-                      seed: int = 0) -> ExpressionDataset:
-    """Open ``datasets_dir/<regime>``, or simulate the regime of ``preset`` and write it there.
-
-    The same directory layout and seed as :func:`scalelib.demo.load_or_simulate` (so the data
-    and scaling notebooks share datasets), without importing the training stack (torch).
-
-    Parameters
-    ----------
-    preset
-        Preset whose regime settings are simulated (see :func:`scalelib.config.get_regime`).
-    regime
-        Regime name; also the folder name under ``datasets_dir``.
-    datasets_dir
-        Folder of the datasets.
-    seed
-        Seed of the simulation (used only when the dataset is written here).
-    """
-    from scalelib.config import get_regime
-    from scalelib.data.preprocess import simulate_dataset
-    from scalelib.data.store import is_dataset_dir, load_dataset
-
-    path = Path(datasets_dir) / regime
-    if not is_dataset_dir(path):
-        simulate_dataset(get_regime(regime, preset), seed=seed).write(path, overwrite=True)
-    return load_dataset(path)

@@ -69,7 +69,7 @@ def load_sources(source: str, *, preset: str, out_dir: str | Path,
         Simulated regimes to load.
     """
     if source == SIMULATED:
-        from scalelib.demo import load_or_simulate
+        from scalelib.data.preprocess import load_or_simulate
 
         if not regimes:
             raise ScalelibError("choose at least one regime")

@@ -34,20 +34,17 @@ from scalelib.errors import ScalelibError
 from scalelib.report.numbers import compute_numbers, regime_order
 from scalelib.results import read_results, write_results
 from scalelib.scaling import (
-    FitsFile,
+    METHODS,
     JointFit,
-    PowerLawFit,
     data_size_rows,
-    fit_groups,
     fit_joint,
     json_ready,
     ok_rows,
-    read_fits,
     scaling_rows,
+    stored_or_fitted,
     write_fits,
 )
 
-FIT_METHODS = ("grid", "huber")
 DROPPED_MANIFEST_KEYS = ("hvg_candidates",)
 
 
@@ -67,68 +64,6 @@ class PreparedReport:
 
 # --------------------------------------------------------------------------------------------
 # Fits
-
-
-def _fits_mismatch(fits: FitsFile, scaling: pl.DataFrame, methods: Sequence[str]) -> str | None:
-    """Why a fits file does not describe the runs the report draws (None when it does)."""
-    if (fits.x, fits.y) != ("params", "best_val_mse"):
-        return f"it fits {fits.y} against {fits.x}, the report best_val_mse against params"
-    if any(set(fit.group) != {"regime"} for fit in fits.fits):
-        return "its fits are not grouped by regime alone"
-    counts = dict(scaling.group_by("regime").len().iter_rows())
-    have = {(fit.group["regime"], fit.method): fit.n_runs for fit in fits.fits}
-    if {regime for regime, _ in have} != set(counts):
-        return (f"it fits regimes {sorted({r for r, _ in have})}, the results hold "
-                f"{sorted(counts)}")
-    for regime, n_runs in counts.items():
-        for method in methods:
-            if have.get((regime, method)) != n_runs:
-                found = have.get((regime, method))
-                return (f"its {method} fit of {regime} " +
-                        ("is missing" if found is None else f"has {found} runs") +
-                        f", the results have {n_runs}")
-    return None
-
-
-def gather_fits(results_dir: Path, scaling: pl.DataFrame, *, methods: Sequence[str] = FIT_METHODS,
-                n_bootstrap: int = 1000, seed: int = 0) -> tuple[list[PowerLawFit], str]:
-    """Power-law fits per regime: the directory's ``fits.json`` when it matches, else computed.
-
-    Parameters
-    ----------
-    results_dir
-        Results directory that may hold ``fits.json``.
-    scaling
-        The runs the fits must describe (:func:`scalelib.scaling.scaling_rows`).
-    methods
-        Fit methods wanted; a stored file must hold each of them for every regime.
-    n_bootstrap
-        Bootstrap resamples per fit, used only when the fits are computed here.
-    seed
-        Seed of the bootstrap, used only when the fits are computed here.
-
-    Returns
-    -------
-    fits, source
-        The fits (grouped by regime, ``methods``) and a sentence saying where they came from.
-    """
-    path = results_dir / "fits.json"
-    if path.is_file():
-        try:
-            stored = read_fits(path)
-        except ScalelibError as error:
-            reason = f"fits.json is unreadable ({error})"
-        else:
-            reason = _fits_mismatch(stored, scaling, methods)
-            if reason is None:
-                wanted = [fit for fit in stored.fits if fit.method in methods]
-                return wanted, "fits.json of the results directory"
-        reason = f"fits.json does not match the runs: {reason}"
-    else:
-        reason = "the results directory has no fits.json"
-    fits = fit_groups(scaling, by=("regime",), methods=tuple(methods), n_bootstrap=n_bootstrap,
-                      seed=seed)
-    return fits, f"computed by scalelib report ({reason})"
 
 
 def joint_fits(rows: pl.DataFrame) -> list[JointFit]:
@@ -221,7 +156,7 @@ def _sha256(path: Path) -> str:
 
 
 def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data", *,
-                   methods: Sequence[str] = FIT_METHODS, n_bootstrap: int = 1000,
+                   methods: Sequence[str] = METHODS, n_bootstrap: int = 1000,
                    seed: int = 0) -> PreparedReport:
     """Write the folder the report reads (see the module docstring) from a results directory.
 
@@ -265,8 +200,11 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
         raise ScalelibError(f"{source} has no finished run (status ok); run or repair the "
                             "sweep before making a report")
     scaling = scaling_rows(results)
-    fits, fits_source = gather_fits(results_dir, scaling, methods=methods,
-                                    n_bootstrap=n_bootstrap, seed=seed)
+    stored, reason = stored_or_fitted(results_dir, scaling, methods=methods,
+                                      n_bootstrap=n_bootstrap, seed=seed)
+    fits = list(stored.fits)
+    fits_source = ("fits.json of the results directory" if reason is None
+                   else f"computed by scalelib report ({reason})")
     joint = joint_fits(data_size_rows(results))
     manifests = find_manifests(results, results_dir)
     numbers = compute_numbers(results, fits, joint, manifests, results_dir=results_dir.resolve(),

@@ -85,6 +85,7 @@ from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.optimise import HUBER_DELTA
 from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
 from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
+from scalelib.scaling.stored import stored_fits_mismatch, stored_or_fitted
 from scalelib.scaling.tables import (
     baseline_rows,
     data_size_rows,
@@ -129,6 +130,8 @@ __all__ = [
     "ok_rows",
     "read_fits",
     "scaling_rows",
+    "stored_fits_mismatch",
+    "stored_or_fitted",
     "transformer_rows",
     "verdict",
     "write_fits",

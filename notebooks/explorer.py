@@ -88,14 +88,20 @@ def _(fitted, method, mo, n_bootstrap, purefit, regimes, seed, x_column, y_colum
 
 
 @app.cell
-def _(mo, purefit, refits, shown, vegalite, x_column, y_column):
+def _(mo, n_bootstrap, purefit, refits, seed, shown, vegalite, x_column, y_column):
     _baseline = "baseline_val_mse" if y_column.value == "best_val_mse" else "baseline_test_mse"
     mo.vstack([
         mo.md("## Scaling"),
         vegalite.scaling_spec(shown, refits, x=x_column.value, y=y_column.value,
                               baseline=_baseline),
-        mo.md("Refitted here (95% bootstrap intervals):"),
+        mo.md("**Refitted here**, in your browser, to the runs and settings chosen above "
+              f"(pure-Python optimiser; {n_bootstrap.value} bootstrap resamples, seed "
+              f"{seed.value}; 95% intervals). It follows your choices; the stored fits below "
+              "stay as the sweep was summarised. With the same runs, loss and scale the "
+              "estimates agree with the stored ones (the grid exactly, huber to optimiser "
+              "tolerance); the intervals differ by bootstrap noise and resample count."),
         mo.ui.table(purefit.summary_rows(refits), selection=None),
+        mo.md(purefit.BITS_NOTE),
     ])
     return
 
@@ -103,9 +109,15 @@ def _(mo, purefit, refits, shown, vegalite, x_column, y_column):
 @app.cell
 def _(bundle, mo, purefit):
     mo.stop(not bundle.fits)
+
+    def _resamples(fits):
+        return ", ".join(sorted({str(fit.n_bootstrap) for fit in fits}))
+
     mo.vstack([
-        mo.md(f"Fitted by scalelib when the sweep was summarised (`{bundle.meta.get('y')}` "
-              f"against `{bundle.meta.get('x')}`, all sizes, scipy optimiser):"),
+        mo.md(f"**Stored fits** ({bundle.meta.get('fits_source', 'fits.json')}): fitted by "
+              f"scalelib when the sweep was summarised, `{bundle.meta.get('y')}` against "
+              f"`{bundle.meta.get('x')}` on all sizes with scipy's optimiser and "
+              f"{_resamples(bundle.fits)} bootstrap resamples."),
         mo.ui.table(purefit.summary_rows(bundle.fits), selection=None),
     ])
     return
@@ -123,9 +135,15 @@ def _(bundle, mo, shown, vegalite, y_column):
 def _(mo, shown):
     _columns = ("regime", "size", "params", "seed", "n_train_cells", "steps", "best_val_mse",
                 "test_mse", "baseline_val_mse", "wall_time_s")
+    _floats = ("best_val_mse", "test_mse", "baseline_val_mse", "wall_time_s")
+
+    def _four_digits(value):
+        return "" if value is None else f"{value:.4g}"
+
     mo.vstack([mo.md("## Runs"),
                mo.ui.table([{k: row.get(k) for k in _columns} for row in shown],
-                           selection=None, page_size=20)])
+                           selection=None, page_size=20,
+                           format_mapping={k: _four_digits for k in _floats})])
     return
 
 

@@ -1,6 +1,6 @@
 """Train a ladder of models and fit the scaling law, in the rich and the limited regime.
 
-    marimo edit notebooks/scaling.py                         # interactive; press Train
+    marimo edit notebooks/scaling.py                         # interactive (see below)
     marimo edit notebooks/scaling.py -- --preset smoke       # seconds-long settings
     python notebooks/scaling.py -- --preset smoke --out DIR  # headless: trains, fits, writes
 
@@ -9,6 +9,11 @@ training preset; default demo), ``--out DIR`` (sweep directory; default data/dem
 preset, data/notebook/<preset> otherwise), ``--source DIR`` (a built dataset instead of the
 simulated regimes), ``--bootstrap N`` and ``--train`` (train without pressing the button;
 implied when the smoke preset runs as a script) and ``--steps N`` (budget in steps).
+
+In ``marimo edit`` the cells have not run yet: press the run button at the bottom right (or
+Ctrl/Cmd-Shift-R) to run them all. That trains nothing: finished runs are read from the sweep
+directory and their stored fits from its ``fits.json``; **Train** runs the sweep and **Refit**
+redoes the bootstrap fits.
 """
 
 # ruff: noqa: PLR1711  (marimo cells end in `return`)
@@ -36,24 +41,25 @@ def _():
     )
     from scalelib.errors import ScalelibError
     from scalelib.explore import sweeps
+    from scalelib.explore.purefit import BITS_NOTE
     from scalelib.results import read_results
     from scalelib.scaling import (
         data_size_rows,
-        fit_groups,
         fit_joint_table,
         scaling_rows,
+        stored_or_fitted,
         write_fits,
     )
     from scalelib.sweep import run_sweep
 
     return (
+        BITS_NOTE,
         LADDERS,
         Path,
         REGIME_PRESETS,
         ScalelibError,
         TRAIN_PRESETS,
         data_size_rows,
-        fit_groups,
         fit_joint_table,
         get_ladder,
         mo,
@@ -63,6 +69,7 @@ def _():
         run_sweep,
         scaling_rows,
         select_sizes,
+        stored_or_fitted,
         sweeps,
         write_fits,
     )
@@ -102,7 +109,8 @@ def _(mo):
     power law; the **limited** regime (few cells, many genes) flattens.
 
     Choose the data and the ladder, then press **Train**. Finished runs are read from the
-    sweep's results table, so reopening the notebook never retrains them.
+    sweep's results table, so reopening the notebook never retrains them, and their fits from
+    its `fits.json` while it matches them (**Refit** redoes the bootstrap).
     """)
     return
 
@@ -137,7 +145,6 @@ def _(
     train_preset = mo.ui.dropdown(list(TRAIN_PRESETS), value=preset, label="Training preset")
     budget_kind = mo.ui.dropdown(list(sweeps.BUDGET_KINDS),
                                  value="steps" if default_steps else "preset", label="Budget in")
-    budget = mo.ui.number(start=1, stop=10**9, value=default_steps or 1000, label="Budget")
     fractions = mo.ui.multiselect(["0.1", "0.25", "0.5", "1.0"], value=["1.0"],
                                   label="Training-set fractions (several: data-size sweep)")
     method = mo.ui.dropdown(["huber", "grid"], value="huber", label="Fit drawn")
@@ -145,14 +152,15 @@ def _(
                                label="Bootstrap resamples")
     out_dir = mo.ui.text(value=str(default_out), label="Sweep directory", full_width=True)
     train_button = mo.ui.run_button(label="Train", kind="success")
+    refit_button = mo.ui.run_button(label="Refit (bootstrap)")
     return (
-        budget,
         budget_kind,
         fractions,
         ladder,
         method,
         n_bootstrap,
         out_dir,
+        refit_button,
         regime_preset,
         regimes,
         seeds,
@@ -160,6 +168,13 @@ def _(
         train_button,
         train_preset,
     )
+
+
+@app.cell
+def _(budget_kind, default_steps, mo):
+    budget = mo.ui.number(start=1, stop=10**9, value=default_steps or 1000, label="Budget",
+                          disabled=budget_kind.value == "preset")  # the preset's own budget
+    return (budget,)
 
 
 @app.cell
@@ -179,6 +194,7 @@ def _(
     mo,
     n_bootstrap,
     out_dir,
+    refit_button,
     regime_preset,
     regimes,
     seeds,
@@ -193,7 +209,7 @@ def _(
         mo.hstack([ladder, sizes], justify="start", wrap=True),
         mo.hstack([seeds, fractions], justify="start", wrap=True),
         mo.hstack([train_preset, budget_kind, budget], justify="start", wrap=True),
-        mo.hstack([method, n_bootstrap], justify="start", wrap=True),
+        mo.hstack([method, n_bootstrap, refit_button], justify="start", wrap=True),
         out_dir,
         train_button,
     ])
@@ -305,20 +321,27 @@ def _(Path, mo, out_dir, plots, results, sweeps):
 
 
 @app.cell
-def _(Path, fit_groups, full_rows, mo, n_bootstrap, out_dir, write_fits):
+def _(Path, full_rows, mo, n_bootstrap, out_dir, refit_button, stored_or_fitted, write_fits):
     _groups = full_rows["regime"].n_unique()
+    fits_path = Path(out_dir.value) / "fits.json"
     with mo.status.progress_bar(total=max(1, 2 * _groups * n_bootstrap.value),
                                 title="Fitting (bootstrap)", remove_on_exit=True) as _bar:
-        fits = fit_groups(full_rows, by=("regime",), methods=("grid", "huber"),
-                          n_bootstrap=n_bootstrap.value, on_resample=_bar.update)
-    fits_path = write_fits(fits, Path(out_dir.value) / "fits.json")
+        _stored, _why = stored_or_fitted(out_dir.value, full_rows, n_bootstrap=n_bootstrap.value,
+                                         refit=refit_button.value, on_resample=_bar.update)
+    fits = list(_stored.fits)
+    if _why is None:
+        fits_note = f"read from `{fits_path}` (press **Refit** to redo them)"
+    else:
+        write_fits(fits, fits_path)
+        fits_note = f"fitted now, as {_why}, and written to `{fits_path}`"
     if mo.app_meta().mode == "script":
-        print(f"fits of {full_rows.height} runs in {fits_path}")
-    return fits, fits_path
+        print(f"fits of {full_rows.height} runs {'read from' if _why is None else 'in'} "
+              f"{fits_path}")
+    return fits, fits_note
 
 
 @app.cell
-def _(fits, fits_path, full_rows, method, mo, plots, sweeps):
+def _(BITS_NOTE, fits, fits_note, full_rows, method, mo, plots, sweeps):
     _overlay = plots.scaling_chart(full_rows, fits, method=method.value,
                                    title="Validation MSE against parameters")
     _per_regime = {
@@ -333,9 +356,9 @@ def _(fits, fits_path, full_rows, method, mo, plots, sweeps):
         mo.ui.tabs({"rich and limited": mo.ui.altair_chart(_overlay, chart_selection=False,
                                                            legend_selection=True),
                     **_per_regime}),
-        mo.md(f"Fits of `L = a P^-alpha + c` with 95% bootstrap intervals "
-              f"(written to `{fits_path}`):"),
+        mo.md(f"Fits of `L = a P^-alpha + c` with 95% bootstrap intervals, {fits_note}:"),
         mo.ui.table(sweeps.fit_readout(fits), selection=None),
+        mo.md(BITS_NOTE),
     ])
     return
 

@@ -32,6 +32,7 @@ TITLES = {
 BAND_OPACITY = 0.2
 BASELINE_DASH = [6, 4]
 LOSS_MARGIN = 1.25  # the loss axis reaches this factor beyond the lowest and highest value
+EDGE_PADDING = 8  # pixels between the outermost points and the plot's edge (no half-cut points)
 NOMINAL = ("size", "regime", "series", "group")
 
 
@@ -52,11 +53,14 @@ def axis_title(column: str, log: bool = False) -> str:
     return f"{title[:-1]}, log)" if title.endswith(")") else f"{title} (log)"
 
 
-def log_scale(domain: Sequence[float] | None = None) -> dict[str, Any]:
-    """A log scale that neither starts at zero nor rounds its ends (optionally fixed)."""
+def log_scale(domain: Sequence[float] | None = None, padding: int = 0) -> dict[str, Any]:
+    """A log scale that neither starts at zero nor rounds its ends (optionally fixed, or
+    widened by ``padding`` pixels at each end so that points there are drawn whole)."""
     scale: dict[str, Any] = {"type": "log", "zero": False, "nice": False}
     if domain is not None:
         scale["domain"] = list(domain)
+    if padding:
+        scale["padding"] = padding
     return scale
 
 
@@ -153,7 +157,7 @@ def scaling_spec(points: Sequence[dict[str, Any]], curves: Sequence[dict[str, An
     bands = _clipped(bands, domain)
     y_title = axis_title(y, log=True)
     x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
-                  "scale": log_scale(), "axis": count_axis()}
+                  "scale": log_scale(padding=EDGE_PADDING), "axis": count_axis()}
 
     def y_encoding(field: str) -> dict[str, Any]:
         return {"field": field, "type": "quantitative", "title": y_title,
@@ -214,9 +218,9 @@ def data_size_spec(points: Sequence[dict[str, Any]], means: Sequence[dict[str, A
         Chart title (None: a default) and size in pixels.
     """
     x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
-                  "scale": log_scale(), "axis": count_axis()}
+                  "scale": log_scale(padding=EDGE_PADDING), "axis": count_axis()}
     y_encoding = {"field": y, "type": "quantitative", "title": axis_title(y, log=True),
-                  "scale": log_scale()}
+                  "scale": log_scale(padding=EDGE_PADDING)}
     color = {"field": "size", "type": "nominal", "title": axis_title("size"), "sort": list(order)}
     tooltip = [c for c in ("size", "seed", "regime", x, y) if points and c in points[0]]
     layers = [

@@ -20,6 +20,7 @@ import polars as pl
 
 from scalelib.chartspec import (
     BASELINE_DASH,
+    EDGE_PADDING,
     axis_title,
     count_axis,
     data_size_spec,
@@ -166,8 +167,12 @@ def _baseline_frame(points: pl.DataFrame, baseline: str | None) -> pl.DataFrame:
 
 
 def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
-                 title: str | None = None, width: int = 480, height: int = 320) -> alt.LayerChart:
+                 smooth: int | None = None, title: str | None = None, width: int = 480,
+                 height: int = 320) -> alt.LayerChart:
     """Validation (points and solid lines) and training loss (dashed) per size.
+
+    The training loss is a moving average over ``smooth`` steps per run (one batch's loss is
+    noisy); both axes leave room for the outermost points.
 
     Parameters
     ----------
@@ -178,6 +183,9 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
         ``"step"`` or ``"cells_seen"``.
     log_x
         Log-scale the x axis.
+    smooth
+        Steps in the training loss's moving average (None: a fiftieth of the longest run,
+        at least one).
     title, width, height
         Chart title (None: a default) and size in pixels.
 
@@ -188,24 +196,30 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     """
     _require(curves, ["run_id", "size", x, "train_loss", "val_mse"], "curves_chart")
     keep = ["run_id", "size", x]
+    window = smooth or max(1, int(curves["step"].max() or 0) // 50)
+    curves = curves.sort("run_id", "step").with_columns(
+        pl.col("train_loss").rolling_mean(window, min_samples=1).over("run_id"))
     long = pl.concat([
         curves.filter(pl.col(column).is_not_null())
         .select(*keep, pl.col(column).cast(pl.Float64).alias("mse"), pl.lit(label).alias("split"))
         for column, label in (("train_loss", "training loss"), ("val_mse", "validation MSE"))
     ]).with_columns(pl.col("size").cast(pl.Utf8))
     order = _size_order(curves.with_columns(pl.col("size").cast(pl.Utf8)))
-    x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=log_x),
-                   scale=log_scale() if log_x else alt.Scale(zero=False), axis=count_axis())
-    y_axis = alt.Y("mse:Q", title="MSE (masked genes, log)", scale=log_scale())
+    x_scale = (log_scale(padding=EDGE_PADDING) if log_x
+               else alt.Scale(zero=False, padding=EDGE_PADDING))
+    x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=log_x), scale=x_scale, axis=count_axis())
+    y_axis = alt.Y("mse:Q", title="MSE (masked genes, log)",
+                   scale=log_scale(padding=EDGE_PADDING))
     color = alt.Color("size:N", title=axis_title("size"), sort=order)
     base = alt.Chart(long).encode(x=x_axis, y=y_axis, color=color, detail="run_id:N")
     lines = base.mark_line(opacity=0.8).encode(
         strokeDash=alt.StrokeDash("split:N", title="curve",
                                   sort=["validation MSE", "training loss"]))
     points = base.transform_filter(alt.datum.split == "validation MSE").mark_point(size=25)
+    subtitle = f"training loss: moving average of {window} steps" if window > 1 else []
     return alt.layer(lines, points).properties(
-        title=title or "Training and validation curves per model size", width=width,
-        height=height)
+        title=alt.Title(title or "Training and validation curves per model size",
+                        subtitle=subtitle), width=width, height=height)
 
 
 def test_vs_val_chart(results: pl.DataFrame, *, color: str | None = "regime",

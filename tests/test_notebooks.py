@@ -90,10 +90,14 @@ def test_scaling_notebook_trains_and_fits_headless(smoke_sweep):
 
 def test_scaling_notebook_reopened_does_not_retrain(smoke_sweep):
     before = pl.read_parquet(smoke_sweep / "results.parquet")
-    run_notebook("scaling", "--preset", "smoke", "--out", str(smoke_sweep), "--bootstrap", "0")
+    result = run_notebook("scaling", "--preset", "smoke", "--out", str(smoke_sweep),
+                          "--bootstrap", "0")
     after = pl.read_parquet(smoke_sweep / "results.parquet")
     assert after.sort("run_id")["finished_at"].to_list() == (
         before.sort("run_id")["finished_at"].to_list())
+    assert "fits of 6 runs read from" in result.stdout  # the stored fits still match
+    fits = json.loads((smoke_sweep / "fits.json").read_text())["fits"]
+    assert all(f["n_bootstrap"] == 50 for f in fits)
 
 
 def test_scaling_notebook_trains_on_a_dataset_outside_data(smoke_sweep, tmp_path):

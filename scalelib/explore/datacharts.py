@@ -27,14 +27,14 @@ def mean_variance_chart(hvg: pl.DataFrame, *, width: int = 420, height: int = 32
     """
     data = hvg.filter((pl.col("means") > 0) & (pl.col("variances") > 0)).with_columns(
         pl.when(pl.col("selected")).then(pl.lit("selected (vocabulary)"))
-        .otherwise(pl.lit("not selected")).alias("gene set"))
+        .otherwise(pl.lit("not selected")).alias("gene_set"))  # no space: a Vega signal name
     log = alt.Scale(type="log", zero=False, nice=False)
     return alt.Chart(data).mark_circle(size=14, opacity=0.6).encode(
         x=alt.X("means:Q", title="Mean raw count (training cells, log)", scale=log,
                 axis=alt.Axis(format="~g")),
         y=alt.Y("variances:Q", title="Variance of raw counts (log)", scale=log,
                 axis=alt.Axis(format="~g")),
-        color=alt.Color("gene set:N", title="Highly variable genes",
+        color=alt.Color("gene_set:N", title="Highly variable genes",
                         sort=["selected (vocabulary)", "not selected"]),
         tooltip=["gene_name", "means", "variances", "variances_norm", "rank"],
     ).properties(title=alt.Title("Mean-variance of candidate genes (seurat_v3)",

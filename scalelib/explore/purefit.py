@@ -248,6 +248,11 @@ def summary_rows(fits: Sequence[LiteFit]) -> list[dict[str, Any]]:
              "status": fit.status} for fit in fits]
 
 
+BITS_NOTE = ("bits is the differential entropy 0.5 log2(2 pi e c) of Gaussian noise of "
+             "variance c; like any entropy of a continuous variable it is negative when "
+             "c < 1/(2 pi e) = 0.0585, so a negative value or interval is no error.")
+
+
 def entropy_bits(c: float) -> float:
     """Bits per masked gene of an irreducible MSE ``c``: ``0.5 * log2(2 pi e c)`` (NaN if c <= 0)."""
     return 0.5 * math.log2(2 * math.pi * math.e * c) if c > 0 else NAN

@@ -183,6 +183,8 @@ class TrainConfig:
     """Hyper-parameters and budget of one training run.
 
     At most one of ``max_steps`` and ``max_cells`` sets the budget (1,000 steps when neither).
+    With ``budget_mode="converge"`` that budget is a cap: the run trains until the convergence
+    rule of :mod:`scalelib.convergence` holds, then cools the learning rate down and stops.
 
     Parameters
     ----------
@@ -202,7 +204,18 @@ class TrainConfig:
         Exponent of that width rule.
     schedule
         ``"cosine"`` (linear warm-up then cosine decay to ``min_lr_ratio * lr``) or
-        ``"constant"`` (linear warm-up then flat, as in the reference study).
+        ``"constant"`` (linear warm-up then flat, as in the reference study). Ignored in the
+        ``converge`` budget mode, whose schedule is warm-up, flat, then a linear cool-down.
+    budget_mode
+        ``"fixed"``: train for the whole budget. ``"converge"``: train until the validation
+        loss stops improving by more than ``converge_tol`` (relative) over the last quarter of
+        the evaluations, capped by the budget; cells seen become an outcome of the run.
+    converge_tol
+        Relative improvement of the best validation MSE over the last quarter of evaluations
+        below which a run counts as converged (both modes label runs with this rule).
+    cooldown_frac
+        In the ``converge`` mode, the learning rate decays linearly to ``min_lr_ratio * lr``
+        over this fraction of the steps taken when the rule first held.
     min_lr_ratio
         Where the cosine decay ends, as a fraction of the peak rate.
     warmup_frac
@@ -247,6 +260,9 @@ class TrainConfig:
     attention_dropout: float | None = None
     eval_every: int = 100
     patience: int | None = None
+    budget_mode: str = "fixed"
+    converge_tol: float = 0.01
+    cooldown_frac: float = 0.2
     dtype: str = "auto"
     device: str = "auto"
     eval_batch_size: int = 256
@@ -268,6 +284,13 @@ class TrainConfig:
             raise ScalelibError(f"unknown dtype {self.dtype!r}; choose auto, fp32 or bf16")
         if self.batch_size < 1 or self.eval_every < 1:
             raise ScalelibError("batch_size and eval_every must be positive")
+        if self.budget_mode not in ("fixed", "converge"):
+            raise ScalelibError(f"unknown budget mode {self.budget_mode!r}; choose fixed or "
+                                "converge")
+        if not 0.0 < self.converge_tol < 1.0:
+            raise ScalelibError(f"converge_tol must lie in (0, 1), got {self.converge_tol}")
+        if not 0.0 <= self.cooldown_frac <= 1.0:
+            raise ScalelibError(f"cooldown_frac must lie in [0, 1], got {self.cooldown_frac}")
 
     @property
     def total_steps(self) -> int:

@@ -154,6 +154,7 @@ def run_sweep(
     callbacks: SweepCallbacks | None = None,
     progress: bool = True,
     in_memory: bool = True,
+    table: str = "results.parquet",
 ) -> pl.DataFrame:
     """Train every planned run not yet finished and append its row to ``results.parquet``.
 
@@ -175,6 +176,9 @@ def run_sweep(
         Show terminal progress bars.
     in_memory
         Hold training cells in memory (True) or read batches from the memory-mapped matrix.
+    table
+        File name of the results table in ``out_dir`` (another name keeps runs apart from the
+        sweep's fits, e.g. the budget check's reruns).
 
     Returns
     -------
@@ -183,7 +187,7 @@ def run_sweep(
     """
     runs = [run.on_this_machine() for run in runs]
     out_dir = Path(out_dir)
-    results_path = out_dir / "results.parquet"
+    results_path = out_dir / table
     callbacks = callbacks or SweepCallbacks()
     done = set() if rerun else finished_run_ids(results_path)
     pending = [run for run in runs if run.run_id not in done]

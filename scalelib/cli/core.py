@@ -56,6 +56,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     budget = group.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="budget in optimiser steps")
     budget.add_argument("--cells", type=int, help="budget in training cells seen")
+    group.add_argument("--budget", choices=("fixed", "converge"), dest="budget_mode",
+                       help="fixed: train the whole budget; converge: train until the "
+                       "validation loss stops improving (--converge-tol over the last quarter "
+                       "of evaluations), with --steps/--cells as the cap")
+    group.add_argument("--converge-tol", type=float,
+                       help="relative improvement that still counts as converged (0.01)")
     group.add_argument("--batch", type=int, help="cells per optimiser step")
     group.add_argument("--lr", type=float, help="peak learning rate")
     group.add_argument("--schedule", choices=("cosine", "constant"), help="learning-rate schedule")
@@ -75,7 +81,8 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         "batch_size": args.batch, "lr": args.lr, "schedule": args.schedule,
         "mask_rate": args.mask_rate, "eval_every": args.eval_every, "patience": args.patience,
         "dropout": args.dropout, "attention_dropout": args.attention_dropout,
-        "dtype": args.dtype, "device": args.device,
+        "dtype": args.dtype, "device": args.device, "budget_mode": args.budget_mode,
+        "converge_tol": args.converge_tol,
     }
     changes = {key: value for key, value in changes.items() if value is not None}
     if args.steps is not None:
@@ -119,6 +126,10 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
     parser.add_argument("--memmap", action="store_true",
                         help="read training batches from the on-disk matrix instead of memory")
+    parser.add_argument("--budget-check", action="store_true",
+                        help="after the sweep, rerun the two largest sizes at twice the budget "
+                        "and report whether their loss moved more than the fit's uncertainty "
+                        "(written to budget_check.parquet/.json, never mixed into fits)")
     add_training_options(parser)
     parser.set_defaults(handler=_sweep)
 
@@ -147,6 +158,12 @@ def _sweep(args: argparse.Namespace) -> int:
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "
               "--steps) or try another --lr")
     print(f"results: {args.out / 'results.parquet'}")
+    if args.budget_check:
+        from scalelib.budget_check import CHECK_SUMMARY, budget_check_sentence, check_budget
+
+        print("budget check: the largest sizes again at twice the budget")
+        print(budget_check_sentence(check_budget(runs, args.out)))
+        print(f"budget check: {args.out / CHECK_SUMMARY}")
     return 0 if (table["status"] == "ok").all() else 1
 
 

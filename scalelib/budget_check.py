@@ -113,6 +113,7 @@ def check_budget(runs: Sequence[RunSpec], out_dir: str | Path, *, n_sizes: int =
         When a run of the sweep has not finished, or the runs span several datasets.
     """
     out_dir = Path(out_dir)
+    runs = [run.on_this_machine() for run in runs]  # the IDs the sweep recorded
     results = read_results(out_dir / "results.parquet")
     rows = scaling_rows(results.filter(pl.col("run_id").is_in([r.run_id for r in runs])))
     if rows.get_column("dataset_fingerprint").n_unique() != 1:

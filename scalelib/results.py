@@ -48,6 +48,10 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "baseline_test_mse": (pl.Float64, "per-gene training-mean predictor, test"),
     "final_train_loss": (pl.Float64, "mean training loss over the last evaluation interval"),
     "stopped_early": (pl.Boolean, "early stopping ended the run"),
+    "budget_mode": (pl.Utf8, "fixed (the whole budget) or converge (until the rule held)"),
+    "converged": (pl.Boolean, "the convergence rule held (scalelib.convergence)"),
+    "val_improvement": (pl.Float64, "relative improvement of the best validation MSE over the "
+                        "last quarter of evaluations (the rule's measure)"),
     "wall_time_s": (pl.Float64, "training wall time in seconds"),
     "device": (pl.Utf8, "torch device"),
     "dtype": (pl.Utf8, "matrix-product precision (fp32 or bf16 autocast)"),
@@ -59,6 +63,9 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
 }
 
 RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
+# Columns added after tables were first written, with the value an older table implies.
+LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
+                                    "val_improvement": None}
 
 
 def empty_results() -> pl.DataFrame:
@@ -120,6 +127,9 @@ def read_results(path: str | Path) -> pl.DataFrame:
         raise ScalelibError(
             f"cannot read results table {path} ({error}); move it aside and re-run the sweep"
         ) from error
+    table = table.with_columns(
+        pl.lit(value, dtype=RESULTS_SCHEMA[name][0]).alias(name)
+        for name, value in LATER_COLUMNS.items() if name not in table.columns)
     missing = [name for name in RESULT_COLUMNS if name not in table.columns]
     if missing:
         raise ScalelibError(

@@ -256,6 +256,7 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
         "batch_size": config.batch_size,
         "lr": config.peak_lr(size.d_model),
         "schedule": config.schedule,
+        "budget_mode": config.budget_mode,
         "mask_rate": config.mask_rate,
         "torch_version": torch.__version__,
         "code_version": code_version(),

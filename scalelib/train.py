@@ -18,7 +18,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scalelib.config import ModelSize, TrainConfig
+from scalelib.convergence import Plateau, plateaued
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
 from scalelib.hardware import autocast, resolve_device, resolve_dtype
@@ -66,6 +67,8 @@ class TrainResult:
     baseline_test_mse: float
     final_train_loss: float
     stopped_early: bool
+    converged: bool
+    val_improvement: float
     wall_time_s: float
     device: str
     dtype: str
@@ -147,8 +150,12 @@ def evaluate(
     return squared / count
 
 
-def learning_rate(step: int, config: TrainConfig, peak: float | None = None) -> float:
+def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
+                  cooldown: tuple[int, int] | None = None) -> float:
     """Learning rate at optimiser step ``step``: linear warm-up, then cosine decay or flat.
+
+    In the ``converge`` budget mode the rate stays flat after the warm-up until ``cooldown``
+    ``(start, end)`` is set, then falls linearly to ``min_lr_ratio * peak`` at ``end``.
 
     Parameters
     ----------
@@ -158,17 +165,73 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None) -> 
         Schedule, warm-up fraction, budget and ``min_lr_ratio``.
     peak
         Peak rate (default ``config.lr``); pass ``config.peak_lr(d_model)`` for width scaling.
+    cooldown
+        0-based first and end step of the ``converge`` mode's cool-down (None: not started).
     """
     peak = config.lr if peak is None else peak
     total = config.total_steps
     warmup = max(1, round(config.warmup_frac * total))
+    floor = config.min_lr_ratio * peak
     if step < warmup:
         return peak * (step + 1) / warmup
+    if config.budget_mode == "converge":
+        if cooldown is None or step < cooldown[0]:
+            return peak
+        start, end = cooldown
+        return peak + (floor - peak) * min(1.0, (step - start + 1) / max(1, end - start))
     if config.schedule == "constant":
         return peak
     progress = (step - warmup) / max(1, total - warmup)
-    floor = config.min_lr_ratio * peak
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+class Convergence:
+    """The validation scores of a run and, in the ``converge`` budget mode, when it ends.
+
+    In that mode (see :mod:`scalelib.convergence`) the first evaluation after the warm-up at
+    which the rule holds starts a cool-down of ``cooldown_frac`` times the steps taken, and the run ends when
+    the cool-down does; a run that reaches ``total_steps / (1 + cooldown_frac)`` first cools
+    down anyway, so that it ends at the cap, and is labelled not converged.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.scores: list[float] = []
+        self.cooldown: tuple[int, int] | None = None
+        self.plateau: Plateau | None = None
+        self.converge_mode = config.budget_mode == "converge"
+        self.latest_start = math.floor(config.total_steps / (1.0 + config.cooldown_frac))
+        self.warmup = max(1, round(config.warmup_frac * config.total_steps))
+
+    def record(self, step: int, val_mse: float) -> None:
+        """Add the validation score of 1-based ``step``; maybe start the cool-down."""
+        self.scores.append(val_mse)
+        if not self.converge_mode or self.cooldown is not None or step <= self.warmup:
+            return  # the rule is checked while the learning rate is flat
+        verdict = plateaued(self.scores, tol=self.config.converge_tol)
+        if verdict.converged:
+            self.plateau = verdict
+            self._start_cooldown(step)
+        elif step >= self.latest_start:
+            self._start_cooldown(step)
+
+    def _start_cooldown(self, step: int) -> None:
+        length = math.ceil(self.config.cooldown_frac * step)
+        self.cooldown = (step, min(self.config.total_steps, step + length))
+
+    def is_last_step(self, step: int) -> bool:
+        """True at the budget's last step, or at the end of a started cool-down."""
+        at_cap = step == self.config.total_steps
+        return at_cap or (self.cooldown is not None and step >= self.cooldown[1])
+
+    def verdict(self) -> Plateau:
+        """Converge mode: whether the rule held before the cap (and the improvement then);
+        fixed budget: the rule applied to all the scores."""
+        if self.converge_mode:
+            if self.plateau is not None:
+                return self.plateau
+            return replace(plateaued(self.scores, tol=self.config.converge_tol), converged=False)
+        return plateaued(self.scores, tol=self.config.converge_tol)
 
 
 class TrainingBatches:
@@ -397,7 +460,9 @@ def train(
     optimizer = make_optimizer(model, config, device)
     score = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device,
                               dtype=dtype)
-    best = BestCheckpoint(patience=config.patience)
+    converge_mode = config.budget_mode == "converge"  # the convergence rule replaces patience
+    best = BestCheckpoint(patience=None if converge_mode else config.patience)
+    convergence = Convergence(config)
     batch_rng = np.random.default_rng(seed)
     mask_rng = torch.Generator(device="cpu").manual_seed(seed)
     peak_lr = config.peak_lr(size.d_model)
@@ -412,7 +477,7 @@ def train(
     # The loop: one optimiser step per batch, a validation pass every eval_every steps.
     model.train()
     for step, positions in enumerate(batches.iterate(config, batch_rng), start=1):
-        lr = learning_rate(step - 1, config, peak_lr)
+        lr = learning_rate(step - 1, config, peak_lr, convergence.cooldown)
         values = batches.fetch(positions).to(device, non_blocking=True)
         mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(device)
         loss = optimiser_step(model, optimizer, values, mask, lr, config, dtype)
@@ -420,12 +485,13 @@ def train(
         masked_seen += int(mask.sum())
         interval_losses.append(loss)
         val_mse = None
-        if step % config.eval_every == 0 or step == config.total_steps:
+        if step % config.eval_every == 0 or convergence.is_last_step(step):
             val_mse = score(held_out.val_values, held_out.val_mask)
             final_train_loss = float(np.mean(interval_losses))
             interval_losses = []
             if math.isfinite(val_mse):
                 best.update(val_mse, step, model)
+                convergence.record(step, val_mse)
             elif best.state is None:
                 raise TrainingDiverged(
                     f"{size.name} seed {seed}: validation MSE is {val_mse} at step {step}, "
@@ -441,7 +507,7 @@ def train(
             best_so_far = best.val_mse if best.state is not None else None
             on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse, best_so_far,
                              elapsed))
-        if best.should_stop or diverged:
+        if best.should_stop or diverged or convergence.is_last_step(step):
             break
     bar.close()
 
@@ -468,6 +534,8 @@ def train(
         baseline_test_mse=held_out.baseline_test_mse,
         final_train_loss=final_train_loss,
         stopped_early=best.should_stop or diverged,
+        converged=convergence.verdict().converged,
+        val_improvement=convergence.verdict().improvement,
         wall_time_s=time.perf_counter() - started,
         device=str(device),
         dtype=dtype,

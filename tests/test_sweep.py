@@ -115,3 +115,27 @@ def test_demo_smoke_preset_writes_every_artefact(tmp_path, capsys):
         assert name in printed
     regimes = read_results(tmp_path / "results.parquet")["regime"].unique().sort().to_list()
     assert regimes == ["limited", "rich"]
+
+
+def test_budget_check_reruns_the_largest_sizes_at_twice_the_budget(dataset, tmp_path):
+    from scalelib.budget_check import CHECK_SUMMARY, CHECK_TABLE, check_budget
+
+    runs = plan_runs(dataset, SMOKE_LADDER, CONFIG, seeds=[0])
+    run_sweep(runs, tmp_path, progress=False)
+    checks = check_budget(runs, tmp_path, n_sizes=2, n_bootstrap=20, progress=False)
+    assert [c.size for c in checks] == [s.name for s in SMOKE_LADDER[1:]]
+    for check in checks:
+        assert check.cells_seen_doubled == 2 * check.cells_seen
+        assert check.moved == (abs(check.val_mse_doubled - check.val_mse) > check.uncertainty)
+    assert read_results(tmp_path / "results.parquet").height == 3  # fits never see the reruns
+    assert read_results(tmp_path / CHECK_TABLE).height == 2
+    summary = json.loads((tmp_path / CHECK_SUMMARY).read_text())
+    assert summary["budget_matters"] == any(c.moved for c in checks)
+
+
+def test_converge_budget_rows_record_convergence(dataset, tmp_path):
+    config = CONFIG.with_(budget_mode="converge", max_steps=60, eval_every=4)
+    table = run_sweep(plan_runs(dataset, SMOKE_LADDER[:1], config), tmp_path, progress=False)
+    row = table.row(0, named=True)
+    assert row["budget_mode"] == "converge" and row["converged"] in (True, False)
+    assert row["steps"] <= 60 and row["cells_seen"] == row["steps"] * config.batch_size

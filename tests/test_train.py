@@ -44,6 +44,23 @@ def structured_dataset(n_cells=300, n_genes=16, seed=0) -> ExpressionDataset:
     return ExpressionDataset(X.astype(np.float32), obs, var, {"regime": "test"})
 
 
+def noise_dataset(n_cells=2000, n_genes=8, seed=0) -> ExpressionDataset:
+    """Independent log-gamma values: nothing to learn beyond the gene means, so a run reaches
+    its plateau within a few hundred steps. Split 50/25/25 in row order."""
+    rng = np.random.default_rng(seed)
+    X = np.log1p(rng.gamma(2.0, 1.0, size=(n_cells, n_genes))).astype(np.float32)
+    n_train, n_val = n_cells // 2, n_cells // 4
+    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_cells - n_train - n_val)
+    obs = pl.DataFrame({
+        "cell_id": [f"cell{i}" for i in range(n_cells)],
+        "split": split,
+        "train_rank": [*rng.permutation(n_train).tolist(), *[-1] * (n_cells - n_train)],
+    })
+    var = pl.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)],
+                        "gene_name": [f"gene{i}" for i in range(n_genes)]})
+    return ExpressionDataset(X, obs, var, {"regime": "test"})
+
+
 def test_masked_mse_counts_only_masked_positions():
     predictions = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
@@ -212,3 +229,39 @@ def test_short_training_beats_the_per_gene_mean_baseline():
     assert result.best_val_mse < 0.95 * result.baseline_val_mse
     assert result.test_mse < result.baseline_test_mse
     assert DEMO_REGIMES["rich"].n_cells > DEMO_REGIMES["limited"].n_cells
+
+
+def test_converge_mode_stops_at_a_plateau_after_a_cooldown():
+    config = TrainConfig(max_steps=3000, batch_size=32, lr=3e-3, eval_every=20,
+                         budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2, dtype="fp32",
+                         patience=1)  # patience is ignored in this mode
+    result = train(noise_dataset(), TINY, config, progress=False)
+    assert result.converged and result.val_improvement < 0.01
+    assert result.steps < 3000 and result.cells_seen == result.steps * 32
+    curve = result.curve
+    scored = curve.filter(pl.col("val_mse").is_not_null())
+    assert scored.height >= 4
+    lrs = curve["lr"].to_numpy()
+    assert lrs[-1] == pytest.approx(config.min_lr_ratio * config.lr, rel=1e-6)  # cooled down
+    plateau_step = int(result.steps / (1 + config.cooldown_frac))
+    warmup = round(config.warmup_frac * config.max_steps)
+    assert plateau_step > warmup  # the rule is only checked once the rate is flat
+    assert np.allclose(lrs[warmup: plateau_step - 10], config.lr)  # flat until the cool-down
+
+
+def test_converge_mode_that_reaches_its_cap_is_not_converged():
+    config = TrainConfig(max_steps=40, batch_size=32, lr=3e-3, eval_every=5,
+                         budget_mode="converge", converge_tol=1e-6, dtype="fp32")
+    result = train(structured_dataset(), TINY, config, progress=False)
+    assert result.steps == 40 and not result.converged
+    assert result.curve["lr"][-1] == pytest.approx(config.min_lr_ratio * config.lr, rel=1e-6)
+
+
+def test_converged_flag_tells_an_early_stop_from_a_plateau():
+    short = TrainConfig(max_steps=40, batch_size=32, lr=1e-3, eval_every=5, dtype="fp32",
+                        schedule="constant")
+    long = short.with_(max_steps=400, eval_every=20, lr=3e-3)
+    stopped = train(structured_dataset(), TINY, short, progress=False)
+    plateau = train(noise_dataset(), TINY, long, progress=False)
+    assert not stopped.converged and stopped.val_improvement > 0.01
+    assert plateau.converged and plateau.val_improvement < 0.01

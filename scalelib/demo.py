@@ -26,7 +26,17 @@ from scalelib.data.preprocess import load_or_simulate
 from scalelib.errors import ScalelibError
 from scalelib.plots import save_chart, scaling_chart
 from scalelib.results import print_table
-from scalelib.scaling import METHODS, PowerLawFit, fit_groups, write_fits
+from scalelib.scaling import (
+    METHODS,
+    PowerLawFit,
+    baseline_rows,
+    describe,
+    fit_groups,
+    matching_baselines,
+    transformer_rows,
+    verdict,
+    write_fits,
+)
 from scalelib.sweep import SweepCallbacks, plan_runs, run_sweep
 
 DEMO_REGIMES = ("rich", "limited")
@@ -108,30 +118,45 @@ def _regime_budget(config: TrainConfig, regime: str) -> TrainConfig:
 
 
 def print_summary(summary: DemoSummary) -> None:
-    """Print the runs, one line per fit, and where the files are."""
-    runs = summary.results.sort("regime", "params").select(
-        "regime", "size", "params", "steps", "best_val_mse", "test_mse", "baseline_val_mse",
-        "wall_time_s",
-    )
-    print_table(runs)
-    print("fits of L = a P^-alpha + c to validation MSE (95% bootstrap intervals):")
-    for fit in summary.fits:
-        print("  " + fit_sentence(fit))
-    print(f"finished in {summary.wall_time_s / 60:.1f} min; files:")
+    """Print, per regime, the runs (with convergence), the baselines, each fit with its status
+    in words, and where the files are."""
+    transformers = transformer_rows(summary.results)
+    baselines = baseline_rows(summary.results)
+    for regime in DEMO_REGIMES:
+        runs = transformers.filter(pl.col("regime") == regime).sort("params")
+        if not runs.height:
+            continue
+        print(f"\n{regime}: transformers ({runs['converged'].sum()} of {runs.height} converged)")
+        print_table(runs.select("size", "params", "cells_seen", "converged", "best_val_mse",
+                                "test_mse", "wall_time_s"))
+        matched = matching_baselines(runs, baselines).sort("best_val_mse")
+        if matched.height:
+            print(f"{regime}: baselines on the same cells and masks")
+            print_table(matched.select(pl.col("model_family").alias("baseline"),
+                                       "best_val_mse", "test_mse"))
+            best_model, best_baseline = runs["best_val_mse"].min(), matched["best_val_mse"][0]
+            verb = "beats" if best_model < best_baseline else "does NOT beat"
+            print(f"{regime}: the best transformer ({best_model:.4f}) {verb} the best baseline, "
+                  f"{matched['model_family'][0]} ({best_baseline:.4f})")
+        for fit in summary.fits:
+            if fit.group.get("regime") == regime:
+                print("  " + fit_sentence(fit))
+    print(f"\nfinished in {summary.wall_time_s / 60:.1f} min; files:")
     for label, path in summary.files.items():
         print(f"  {label:<14} {path}")
 
 
 def fit_sentence(fit: PowerLawFit) -> str:
-    """One line: regime, method, alpha with interval, c, R^2 in log space, bits, status."""
+    """Two lines: method, alpha with interval, c, R^2 in log space, bits and status; then the
+    verdict in words (:func:`scalelib.scaling.describe`)."""
     def interval(name: str) -> str:
         if not fit.ci or name not in fit.ci:
             return ""
         low, high = fit.ci[name]
         return f" [{low:.3g}, {high:.3g}]"
 
-    regime = fit.group.get("regime", "all")
     bits = f"{fit.bits:.2f}{interval('bits')}" if fit.status != "no_floor" else "n/a (no floor)"
-    return (f"{regime:<8} {fit.method:<6} alpha {fit.alpha:.3f}{interval('alpha')}  "
-            f"c {fit.c:.3g}{interval('c')}  R^2(log) {fit.r2_log:.3f}  bits {bits}  "
-            f"[{fit.status}]")
+    as_dict = fit.to_dict(with_bootstrap_params=False)
+    return (f"{fit.method:<6} alpha {fit.alpha:.3f}{interval('alpha')}  c {fit.c:.3g}"
+            f"{interval('c')}  R^2(log) {fit.r2_log:.3f}  bits {bits}  [{fit.status}]\n"
+            f"         {verdict(as_dict)}: {describe(as_dict)}")

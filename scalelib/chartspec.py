@@ -1,7 +1,8 @@
 """The scaling chart as a Vega-Lite specification, in pure Python (standard library only).
 
 One definition of the chart of loss against model size (log-log points per run, fitted
-curves, bootstrap bands, dashed per-gene-mean baselines) for every face:
+curves, bootstrap bands, dashed baseline reference lines labelled by family, and each fit's
+numbers with its verdict in words, :mod:`scalelib.statuses`) for every face:
 :func:`scalelib.plots.scaling_chart` wraps it as an Altair chart, and the offline explorer,
 which runs under Pyodide without Altair, bundles this module and hands the specification to
 marimo as it is. Callers compute the rows (points, curves, bands, baselines); this module only
@@ -12,10 +13,12 @@ are clipped to it, so a wide band cannot squash the data.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from scalelib.atomic import json_ready
+from scalelib.statuses import describe, fields_of, verdict
 
 TITLES = {
     "params": "Parameters P",
@@ -33,7 +36,9 @@ BAND_OPACITY = 0.2
 BASELINE_DASH = [6, 4]
 LOSS_MARGIN = 1.25  # the loss axis reaches this factor beyond the lowest and highest value
 EDGE_PADDING = 8  # pixels between the outermost points and the plot's edge (no half-cut points)
-NOMINAL = ("size", "regime", "series", "group")
+NOMINAL = ("size", "regime", "series", "group", "family")
+MEAN_BASELINE = "per-gene mean"  # family of the older per-run baseline_val_mse column
+SUBTITLE_CHARACTERS = 90  # a subtitle line wraps beyond this many characters
 
 
 def axis_title(column: str, log: bool = False) -> str:
@@ -86,7 +91,7 @@ def loss_domain(values: Iterable[Any], margin: float = LOSS_MARGIN) -> tuple[flo
 
 
 def fit_summary(label: str, fit: Any) -> str:
-    """``label: alpha = ... [low, high], c = ... (bits) (status)`` for a chart's subtitle.
+    """``label: alpha = ... [low, high], c = ... (bits) (status): verdict`` for a subtitle.
 
     Parameters
     ----------
@@ -94,7 +99,8 @@ def fit_summary(label: str, fit: Any) -> str:
         The fit's series.
     fit
         Any fit with ``alpha``, ``ci``, ``c``, ``bits`` and ``status`` (``PowerLawFit`` or
-        the explorer's ``LiteFit``).
+        the explorer's ``LiteFit``); the verdict also reads the fields of
+        :data:`scalelib.statuses.FIELDS` it has (see :func:`scalelib.statuses.verdict`).
     """
     text = f"{label}: alpha = {fit.alpha:.3g}"
     interval = (fit.ci or {}).get("alpha")
@@ -105,7 +111,22 @@ def fit_summary(label: str, fit: Any) -> str:
         text += f" ({fit.bits:.2f} bits)"
     if fit.status != "ok":
         text += f" ({fit.status})"
-    return text
+    return f"{text}: {verdict(fields_of(fit))}"
+
+
+def fit_notes(label: str, fit: Any) -> list[str]:
+    """Subtitle lines of one fit: :func:`fit_summary`, then what its floor means in words
+    (:func:`scalelib.statuses.describe`), wrapped at :data:`SUBTITLE_CHARACTERS`.
+
+    Parameters
+    ----------
+    label
+        The fit's series.
+    fit
+        A fit as for :func:`fit_summary`.
+    """
+    return [fit_summary(label, fit),
+            *textwrap.wrap(describe(fields_of(fit)), SUBTITLE_CHARACTERS)]
 
 
 def series_label(group: dict[str, Any], color: str | None) -> str:
@@ -138,13 +159,14 @@ def scaling_spec(points: Sequence[dict[str, Any]], curves: Sequence[dict[str, An
         Rows of bootstrap bands: ``x``, ``low``, ``high``, ``series``, ``group``; clipped to
         the loss axis, rows with a missing end dropped.
     baselines
-        One row per series: ``series``, ``baseline`` (a dashed rule each).
+        Reference lines: ``series``, ``family``, ``baseline`` (a dashed rule each, labelled
+        with its family at the right edge).
     x, y
         Columns on the axes.
     color
         Column the series come from (its title names the legend; None: ``series``).
     subtitle
-        Lines under the title (one per fit, see :func:`fit_summary`).
+        Lines under the title (per fit, see :func:`fit_notes`).
     title, width, height
         Chart title (None: ``<y> against <x>``) and size in pixels.
 
@@ -179,14 +201,10 @@ def scaling_spec(points: Sequence[dict[str, Any]], curves: Sequence[dict[str, An
                               "detail": _field("group"),
                               "tooltip": [_field(c) for c in ("group", "alpha", "c")]}))
     if baselines:
-        layers.append(_layer(baselines, {"type": "rule", "strokeDash": BASELINE_DASH},
-                             {"y": y_encoding("baseline"), "color": legend,
-                              "tooltip": [_field("series"),
-                                          {**_field("baseline"),
-                                           "title": "per-gene-mean baseline"}]}))
+        layers += _baseline_layers(baselines, y_encoding("baseline"), legend, width)
     notes = list(subtitle)
     if baselines:
-        notes.append("dashed: per-gene-mean baseline")
+        notes.append("dashed: baselines scored on the same cells, labelled by family")
     if bands:
         notes.append("band: 95% bootstrap interval of the fit")
     x_name = axis_title(x)
@@ -252,6 +270,20 @@ def size_order(sizes_and_params: Iterable[tuple[Any, Any]]) -> list[str]:
         value = float(params) if _finite(params) else math.inf
         smallest[str(size)] = min(smallest.get(str(size), math.inf), value)
     return sorted(smallest, key=lambda name: (smallest[name], name))
+
+
+def _baseline_layers(baselines: Sequence[dict[str, Any]], y_encoding: dict[str, Any],
+                     legend: dict[str, Any], width: int) -> list[dict[str, Any]]:
+    """A dashed rule per baseline and its family's name at the right edge, above the rule."""
+    tooltip = [_field("series"), {**_field("family"), "title": "baseline"},
+               {**_field("baseline"), "title": "baseline MSE"}]
+    rules = _layer(baselines, {"type": "rule", "strokeDash": BASELINE_DASH},
+                   {"y": y_encoding, "color": legend, "tooltip": tooltip})
+    labels = _layer(baselines, {"type": "text", "align": "right", "baseline": "bottom",
+                                "dy": -2, "fontSize": 10},
+                    {"x": {"value": width}, "y": y_encoding, "color": legend,
+                     "text": _field("family")})
+    return [rules, labels]
 
 
 def _layer(rows: Sequence[dict[str, Any]], mark: dict[str, Any],

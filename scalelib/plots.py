@@ -21,10 +21,11 @@ import polars as pl
 from scalelib.chartspec import (
     BASELINE_DASH,
     EDGE_PADDING,
+    MEAN_BASELINE,
     axis_title,
     count_axis,
     data_size_spec,
-    fit_summary,
+    fit_notes,
     group_label,
     log_scale,
     scaling_spec,
@@ -32,7 +33,15 @@ from scalelib.chartspec import (
     size_order,
 )
 from scalelib.errors import ScalelibError
-from scalelib.scaling import FitsFile, JointFit, PowerLawFit, ok_rows
+from scalelib.scaling import (
+    FitsFile,
+    JointFit,
+    PowerLawFit,
+    baseline_rows,
+    matching_baselines,
+    ok_rows,
+    transformer_rows,
+)
 
 
 def _require(table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -95,15 +104,17 @@ def _curve_frames(drawn: list[tuple[str, PowerLawFit]], points: pl.DataFrame, x:
 
 def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile | None = None,
                   *, x: str = "params", y: str = "best_val_mse", color: str | None = "regime",
-                  method: str | None = None, baseline: str | None = "baseline_val_mse",
-                  title: str | None = None, grid_points: int = 100, width: int = 480,
-                  height: int = 320) -> alt.LayerChart:
-    """Log-log loss against model size, with fitted curves, bootstrap bands and the baseline.
+                  method: str | None = None, baselines: pl.DataFrame | None = None,
+                  baseline: str | None = "baseline_val_mse", title: str | None = None,
+                  grid_points: int = 100, width: int = 480, height: int = 320) -> alt.LayerChart:
+    """Log-log loss against model size, with fitted curves, bootstrap bands, baselines and
+    each fit's verdict in words.
 
     Parameters
     ----------
     results
-        Results table (only ``status == "ok"`` rows are drawn) or any table with ``x``, ``y``.
+        Results table (only ``status == "ok"`` rows are drawn) or any table with ``x``, ``y``;
+        its baseline rows (``model_family`` other than transformer) are reference lines.
     fits
         Fits from :func:`scalelib.scaling.fit_groups` or :func:`scalelib.scaling.read_fits`;
         a fit's series is its value of ``color`` in its group. A fit with bootstrap samples
@@ -114,28 +125,35 @@ def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile 
         Column that colours points and names series (None or absent: one series).
     method
         Fit method to draw (default: huber when present).
+    baselines
+        Baseline rows (default: the table's own, :func:`scalelib.scaling.baseline_rows`):
+        per series, the mean ``y`` of each family scored on the series' data (same dataset
+        fingerprint and training-set size) is a dashed rule labelled with the family.
     baseline
-        Column of the per-gene-mean baseline, averaged per series and drawn as a dashed rule
-        (skipped when absent or all null).
+        Column of the older per-run per-gene-mean baseline, used only when the table has no
+        baseline rows: averaged per series and drawn as a dashed rule (skipped when absent or
+        all null).
     title, grid_points, width, height
         Chart title, points per fitted curve, and size in pixels.
 
     Returns
     -------
     altair.LayerChart
-        Layers: points, then (when present) band, curves and baseline rules.
+        Layers: points, then (when present) band, curves, baseline rules and their labels;
+        the subtitle gives each fit's numbers and verdict (:func:`scalelib.chartspec.fit_notes`).
     """
     _require(results, [x, y], "scaling_chart")
-    points = _series(ok_rows(results), color).filter(
+    points = _series(transformer_rows(ok_rows(results)), color).filter(
         pl.col(x).is_not_null() & pl.col(y).is_not_null())
     drawn = [(series_label(fit.group, color), fit) for fit in _as_fits(fits, method)]
     curves, bands = _curve_frames(drawn, points, x, grid_points)
-    rules = _baseline_frame(points, baseline)
+    families = baseline_rows(results) if baselines is None else baselines
+    rules = _baseline_frame(families, points, y, color, baseline)
     tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     points = points.select(list(dict.fromkeys([*tooltip, x, y, "series"])))
     spec = scaling_spec(points.to_dicts(), curves.to_dicts(), bands.to_dicts(), rules.to_dicts(),
                         x=x, y=y, color=color, title=title, width=width, height=height,
-                        subtitle=[fit_summary(label, fit) for label, fit in drawn])
+                        subtitle=[line for label, fit in drawn for line in fit_notes(label, fit)])
     return layered_chart(spec)
 
 
@@ -153,13 +171,31 @@ def layered_chart(spec: dict) -> alt.LayerChart:
                                          height=spec["height"])
 
 
-def _baseline_frame(points: pl.DataFrame, baseline: str | None) -> pl.DataFrame:
-    if not baseline or baseline not in points.columns:
+def _baseline_frame(families: pl.DataFrame, points: pl.DataFrame, y: str, color: str | None,
+                    fallback: str | None) -> pl.DataFrame:
+    """Reference lines per series (``series``, ``family``, ``baseline``): the mean ``y`` of
+    each baseline family scored on the series' data, else the ``fallback`` column's mean."""
+    if families.height and y in families.columns:
+        return _family_lines(_series(families, color), points, y)
+    if not fallback or fallback not in points.columns:
         return pl.DataFrame()
-    rules = (points.filter(pl.col(baseline).is_not_null())
+    rules = (points.filter(pl.col(fallback).is_not_null())
              .group_by("series", maintain_order=True)
-             .agg(pl.col(baseline).cast(pl.Float64).mean().alias("baseline")))
+             .agg(pl.lit(MEAN_BASELINE).alias("family"),
+                  pl.col(fallback).cast(pl.Float64).mean().alias("baseline")))
     return rules.filter(pl.col("baseline") > 0)
+
+
+def _family_lines(families: pl.DataFrame, points: pl.DataFrame, y: str) -> pl.DataFrame:
+    """Mean ``y`` per series and family of the baseline rows matching each series' runs."""
+    frames = []
+    for (series,), runs in points.group_by("series", maintain_order=True):
+        own = matching_baselines(runs, families.filter(pl.col("series") == series))
+        frames.append(own.filter(pl.col(y) > 0).group_by("model_family", maintain_order=True)
+                      .agg(pl.col(y).cast(pl.Float64).mean().alias("baseline"))
+                      .select(pl.lit(series).alias("series"),
+                              pl.col("model_family").alias("family"), "baseline"))
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ STATUS_ORDER = (
 MIN_RESIDUAL_DOF = 2
 UNIDENTIFIED_SHARE = 0.5
 
+FIELDS = ("status", "flags", "c", "ci", "best_y", "baseline", "unconverged", "message")
+
 DATA_RAN_OUT = "data ran out"
 COMPUTE_RAN_OUT = "compute ran out"
 LOSES_TO_BASELINE = "loses to a baseline"
@@ -104,6 +106,12 @@ def interval_share(low: float, high: float, allowed_low: float, allowed_high: fl
         return math.nan
     covered = min(high, allowed_high) - max(low, allowed_low)
     return max(0.0, covered) / (allowed_high - allowed_low)
+
+
+def fields_of(fit: Any) -> dict[str, Any]:
+    """The :data:`FIELDS` of a fit object that :func:`verdict` and :func:`describe` read
+    (None where the object lacks one), e.g. of a ``PowerLawFit`` or the explorer's fit."""
+    return {name: getattr(fit, name, None) for name in FIELDS}
 
 
 def verdict(fit: Mapping[str, Any]) -> str:

@@ -229,6 +229,25 @@ def test_explorer_draws_the_scaling_chart_of_plots(smoke_sweep):
     assert all(low <= row["low"] <= row["high"] <= high for row in band["data"]["values"])
 
 
+def test_explorer_draws_baseline_families_and_the_verdict_words():
+    runs = [{"regime": "rich", "size": f"S{i}", "params": 10.0 ** (2 + i), "seed": 0,
+             "best_val_mse": 2.0 * (10.0 ** (2 + i)) ** -0.3 + 0.5, "status": "ok",
+             "dataset_fingerprint": "f", "n_train_cells": 100, "model_family": "transformer"}
+            for i in range(5)]
+    baselines = [{**runs[0], "model_family": family, "params": None, "best_val_mse": mse}
+                 for family, mse in (("mean", 3.0), ("ridge", 0.9))]
+    other = {**baselines[0], "n_train_cells": 50, "best_val_mse": 9.0}  # other cells: left out
+    fits = purefit.fit_rows(runs, methods=("huber",))
+    spec = vegalite.scaling_spec(runs, fits, baselines=[*baselines, other]).spec
+    rule = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
+    assert [(row["family"], row["baseline"]) for row in rule["data"]["values"]] == [
+        ("mean", 3.0), ("ridge", 0.9)]
+    assert spec["layer"][-1]["encoding"]["text"]["field"] == "family"
+    summary = next(line for line in spec["title"]["subtitle"] if line.startswith("rich: alpha"))
+    assert summary.endswith(": undetermined")  # an in-browser refit checks no baselines
+    assert purefit.summary_rows(fits)[0]["verdict"] == "undetermined"
+
+
 def test_browser_modules_import_only_the_standard_library():
     code = ("import sys; import scalelib.explore.purefit, scalelib.explore.vegalite, "
             "scalelib.explore.bundle, scalelib.chartspec; heavy = {'numpy', 'polars', 'scipy', 'altair', 'torch'}; "

@@ -64,8 +64,8 @@ def test_scaling_chart_has_points_band_curves_and_baseline():
     fits = fit_groups(pl.concat([table, failed]), by=["regime"], methods=["grid", "huber"],
                       n_bootstrap=30)
     spec = scaling_chart(pl.concat([table, failed]), fits).to_dict()
-    assert layer_marks(spec) == ["circle", "area", "line", "rule"]
-    points, band, curves, rule = spec["layer"]
+    assert layer_marks(spec) == ["circle", "area", "line", "rule", "text"]
+    points, band, curves, rule, label = spec["layer"]
     assert points["encoding"]["x"]["field"] == "params"
     assert points["encoding"]["x"]["scale"]["type"] == "log"
     assert points["encoding"]["y"]["scale"]["type"] == "log"
@@ -74,15 +74,60 @@ def test_scaling_chart_has_points_band_curves_and_baseline():
     assert points["encoding"]["color"]["field"] == "series"
     assert band["encoding"]["y2"]["field"] == "high"
     assert rule["mark"]["strokeDash"] == [6, 4]
+    assert label["encoding"]["text"]["field"] == "family"
     datasets = spec["datasets"]
     assert len(datasets[points["data"]["name"]]) == table.height  # the failed run is not drawn
     assert {row["series"] for row in datasets[curves["data"]["name"]]} == {"rich", "limited"}
     baselines = {row["series"]: row["baseline"] for row in datasets[rule["data"]["name"]]}
     assert baselines == pytest.approx({"rich": 0.9, "limited": 0.8})
+    assert {row["family"] for row in datasets[rule["data"]["name"]]} == {"per-gene mean"}
     band_rows = datasets[band["data"]["name"]]
     assert all(row["low"] <= row["high"] for row in band_rows)
     subtitle = " ".join(spec["title"]["subtitle"])
     assert "rich: alpha" in subtitle and "bootstrap" in subtitle and "baseline" in subtitle
+    assert "undetermined" in subtitle and "not checked against" in subtitle
+
+
+def with_baselines(table: pl.DataFrame, values: dict[str, dict[str, float]],
+                   converged: bool | None = None) -> pl.DataFrame:
+    """The table's runs (transformers, ``converged`` set) and baseline rows per regime:
+    ``values[regime][family]`` is the family's validation MSE on that regime's data."""
+    runs = table.with_columns(pl.lit("transformer").alias("model_family"),
+                              pl.lit(converged, pl.Boolean).alias("converged"),
+                              ("fp-" + pl.col("regime")).alias("dataset_fingerprint"))
+    first = {regime: runs.filter(pl.col("regime") == regime).row(0, named=True)
+             for regime in values}
+    rows = [{**first[regime], "run_id": f"{regime}-{family}", "model_family": family,
+             "params": None, "size": None, "best_val_mse": mse, "test_mse": mse,
+             "converged": None}
+            for regime, families in values.items() for family, mse in families.items()]
+    return pl.concat([runs, pl.DataFrame(rows, schema=runs.schema)])
+
+
+def test_scaling_chart_draws_each_matching_baseline_family_and_the_verdict():
+    table = with_baselines(results_table(seeds=(0,)),
+                           {"rich": {"mean": 1.2, "ridge": 0.28}, "limited": {"mean": 5.0}},
+                           converged=True)
+    spec = scaling_chart(table, fit_groups(table, by=["regime"], methods=["huber"])).to_dict()
+    assert layer_marks(spec) == ["circle", "line", "rule", "text"]
+    points, _, rule, label = spec["layer"]
+    assert len(spec["datasets"][points["data"]["name"]]) == 10  # baselines are not points
+    lines = {(row["series"], row["family"]): row["baseline"]
+             for row in spec["datasets"][rule["data"]["name"]]}
+    assert lines == pytest.approx({("rich", "mean"): 1.2, ("rich", "ridge"): 0.28,
+                                   ("limited", "mean"): 5.0})  # not the per-gene-mean column
+    assert spec["datasets"][label["data"]["name"]] == spec["datasets"][rule["data"]["name"]]
+    low, high = points["encoding"]["y"]["scale"]["domain"]
+    assert low == pytest.approx(0.28 / 1.25) and high == pytest.approx(5.0 * 1.25)
+    subtitle = spec["title"]["subtitle"]
+    rich = next(line for line in subtitle if line.startswith("rich: alpha"))
+    assert rich.endswith(": loses to a baseline")  # ridge (0.28) beats every rich run
+    assert any(line.startswith("limited: alpha") and line.endswith(": data ran out")
+               for line in subtitle)
+    words = " ".join(subtitle)
+    assert "beat the best baseline (ridge reaches 0.28)" in words
+    assert "is a floor of the data for this model family" in words
+    assert all(len(line) <= 90 for line in subtitle if ": alpha" not in line)
 
 
 def test_a_wide_bootstrap_band_does_not_stretch_the_loss_axis():
@@ -119,7 +164,7 @@ def test_scaling_chart_draws_whole_table_fits_and_test_mse():
     table = results_table()
     fits = fit_groups(table, y="test_mse", by=[], methods=["grid"])
     spec = scaling_chart(table, fits, y="test_mse", baseline="baseline_test_mse").to_dict()
-    assert layer_marks(spec) == ["circle", "line", "rule"]
+    assert layer_marks(spec) == ["circle", "line", "rule", "text"]
     curves = spec["datasets"][spec["layer"][1]["data"]["name"]]
     assert {row["series"] for row in curves} == {"all"}
     assert spec["layer"][0]["encoding"]["y"]["title"] == "Test MSE (masked genes, log)"

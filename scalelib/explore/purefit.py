@@ -28,7 +28,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scalelib.errors import ScalelibError
-from scalelib.statuses import MIN_RESIDUAL_DOF, most_serious, sort_flags
+from scalelib.statuses import (
+    MIN_RESIDUAL_DOF,
+    describe,
+    fields_of,
+    most_serious,
+    sort_flags,
+    verdict,
+)
 
 METHODS = ("grid", "huber")
 GRID_POINTS = 200
@@ -66,6 +73,10 @@ class LiteFit:
     bootstrap_seed: int | None = None
     bootstrap_failures: int = 0
     bootstrap_params: tuple[tuple[float, float, float], ...] = ()
+    flags: tuple[str, ...] = ()
+    best_y: float = NAN
+    baseline: dict[str, Any] | None = None
+    unconverged: int | None = None
 
     @property
     def drawable(self) -> bool:
@@ -99,6 +110,8 @@ class LiteFit:
             "ci": None if self.ci is None else {k: list(v) for k, v in self.ci.items()},
             "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
             "bootstrap_seed": self.bootstrap_seed, "bootstrap_failures": self.bootstrap_failures,
+            "flags": list(self.flags), "best_y": self.best_y, "baseline": self.baseline,
+            "unconverged": self.unconverged,
         }
         if with_bootstrap_params:
             out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
@@ -121,6 +134,8 @@ class LiteFit:
             bootstrap_failures=int(data.get("bootstrap_failures") or 0),
             bootstrap_params=tuple(tuple(_float(v) for v in p)
                                    for p in data.get("bootstrap_params") or ()),
+            flags=tuple(data.get("flags") or ()), best_y=_float(data.get("best_y")),
+            baseline=data.get("baseline"), unconverged=data.get("unconverged"),
         )
 
 
@@ -232,7 +247,8 @@ def bootstrap(xs: Sequence[float], ys: Sequence[float], method: str = "huber", *
 
 
 def summary_rows(fits: Sequence[LiteFit]) -> list[dict[str, Any]]:
-    """One display row per fit: group, method, alpha, c and bits with 95% intervals, R^2, status."""
+    """One display row per fit: group, method, alpha, c and bits with 95% intervals, R^2,
+    status, and the verdict and summary in words (:mod:`scalelib.statuses`)."""
     def with_interval(fit: LiteFit, name: str, digits: int) -> str:
         value = getattr(fit, name)
         text = f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
@@ -245,7 +261,8 @@ def summary_rows(fits: Sequence[LiteFit]) -> list[dict[str, Any]]:
              "runs": fit.n_runs, "alpha": with_interval(fit, "alpha", 3),
              "c": with_interval(fit, "c", 4), "R^2": round(fit.r2, 3),
              "R^2 (log)": round(fit.r2_log, 3), "bits": with_interval(fit, "bits", 3),
-             "status": fit.status} for fit in fits]
+             "status": fit.status, "verdict": verdict(fields_of(fit)),
+             "summary": describe(fields_of(fit))} for fit in fits]
 
 
 BITS_NOTE = ("bits is the differential entropy 0.5 log2(2 pi e c) of Gaussian noise of "

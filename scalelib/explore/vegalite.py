@@ -45,11 +45,13 @@ class VegaLite:
 
 
 def scaling_spec(rows: Sequence[dict[str, Any]], fits: Sequence[LiteFit] = (), *,
-                 x: str = "params", y: str = "best_val_mse", color: str | None = "regime",
+                 baselines: Sequence[dict[str, Any]] = (), x: str = "params",
+                 y: str = "best_val_mse", color: str | None = "regime",
                  baseline: str | None = "baseline_val_mse", title: str | None = None,
                  grid_points: int = 60, width: int = 480, height: int = 320) -> VegaLite:
-    """Log-log loss against model size with fitted curves, bootstrap bands and baselines
-    (:func:`scalelib.chartspec.scaling_spec`, as :func:`scalelib.plots.scaling_chart` draws it).
+    """Log-log loss against model size with fitted curves, bootstrap bands, baselines and each
+    fit's verdict in words (:func:`scalelib.chartspec.scaling_spec`, as
+    :func:`scalelib.plots.scaling_chart` draws it).
 
     Parameters
     ----------
@@ -59,13 +61,17 @@ def scaling_spec(rows: Sequence[dict[str, Any]], fits: Sequence[LiteFit] = (), *
     fits
         Fits whose group's ``color`` value names their series; drawable ones get a curve, and
         a band when they carry bootstrap samples.
+    baselines
+        Baseline rows (``model_family`` mean, pca, ridge or knn): per series, the mean ``y``
+        of each family scored on the series' data (same dataset fingerprint and training-set
+        size) is a labelled dashed rule.
     x, y
         Columns on the axes.
     color
         Column that names series (None or a null value: one series ``all``).
     baseline
-        Column of the per-gene-mean baseline, averaged per series and drawn as a dashed rule
-        (None: no rule).
+        Column of the older per-run per-gene-mean baseline, used only without ``baselines``:
+        averaged per series and drawn as a dashed rule (None: no rule).
     title, grid_points, width, height
         Chart title, points per curve and size in pixels.
     """
@@ -86,8 +92,10 @@ def scaling_spec(rows: Sequence[dict[str, Any]], fits: Sequence[LiteFit] = (), *
             low, high = fit.band(grid)
             bands += [{x: v, "low": lo, "high": hi, "series": label, "group": group}
                       for v, lo, hi in zip(grid, low, high)]
-        subtitle.append(chartspec.fit_summary(label, fit))
-    spec = chartspec.scaling_spec(points, curves, bands, _baselines(rows, x, y, color, baseline),
+        subtitle += chartspec.fit_notes(label, fit)
+    lines = (_family_lines(rows, baselines, x, y, color) if baselines
+             else _baselines(rows, x, y, color, baseline))
+    spec = chartspec.scaling_spec(points, curves, bands, lines,
                                   x=x, y=y, color=color, subtitle=subtitle, title=title,
                                   width=width, height=height)
     return VegaLite(spec)
@@ -127,8 +135,12 @@ def _usable(row: dict[str, Any], x: str, y: str) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
+def _series(row: dict[str, Any], color: str | None) -> str:
+    return str(row.get(color)) if color and row.get(color) is not None else "all"
+
+
 def _point(row: dict[str, Any], x: str, y: str, color: str | None) -> dict[str, Any]:
-    series = str(row.get(color)) if color and row.get(color) is not None else "all"
+    series = _series(row, color)
     point = {"size": row.get("size"), "seed": row.get("seed")}
     if "regime" in row:
         point["regime"] = row["regime"]
@@ -144,7 +156,29 @@ def _baselines(rows: Sequence[dict[str, Any]], x: str, y: str, color: str | None
         value = row.get(baseline)
         if _usable(row, x, y) and isinstance(value, (int, float)) and value > 0:
             values.setdefault(_point(row, x, y, color)["series"], []).append(float(value))
-    return [{"series": series, "baseline": sum(v) / len(v)} for series, v in values.items()]
+    return [{"series": series, "family": chartspec.MEAN_BASELINE, "baseline": sum(v) / len(v)}
+            for series, v in values.items()]
+
+
+def _family_lines(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]], x: str,
+                  y: str, color: str | None) -> list[dict[str, Any]]:
+    """Mean ``y`` per series and family of the baselines scored on each series' data."""
+    data = {}
+    for row in rows:
+        if _usable(row, x, y):
+            data.setdefault(_series(row, color), set()).add(_data_key(row))
+    values: dict[tuple[str, str], list[float]] = {}
+    for row in baselines:
+        series = _series(row, color)
+        if _data_key(row) in data.get(series, ()) and _usable(row, y, y):
+            values.setdefault((series, str(row.get("model_family"))), []).append(float(row[y]))
+    return [{"series": series, "family": family, "baseline": sum(v) / len(v)}
+            for (series, family), v in values.items()]
+
+
+def _data_key(row: dict[str, Any]) -> tuple[Any, Any]:
+    """The data a row was scored on (:func:`scalelib.scaling.matching_baselines`)."""
+    return row.get("dataset_fingerprint"), row.get("n_train_cells")
 
 
 def _geomspace(low: float, high: float, count: int) -> list[float]:

@@ -23,6 +23,7 @@ from scalelib.cli import main
 from scalelib.errors import ScalelibError
 from scalelib.report.formatting import fmt, join_words, with_ci
 from scalelib.results import RESULTS_SCHEMA, read_results, rows_to_frame, write_results
+from scalelib.scaling import fit_groups
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "report"
 DOCUMENT = REPORT_DIR / "index.qmd"
@@ -188,8 +189,8 @@ def test_every_table_cell_gives_rows(executed):
     cells, _, _ = executed
     tables = [c for c in cells if c["options"].get("label", "").startswith("tbl-")]
     assert {c["options"]["label"] for c in tables} == {
-        "tbl-datasets", "tbl-ladder", "tbl-training", "tbl-fits", "tbl-entropy",
-        "tbl-published"}
+        "tbl-datasets", "tbl-ladder", "tbl-training", "tbl-fits", "tbl-baselines",
+        "tbl-entropy", "tbl-published"}
     for cell in tables:
         table = cell["value"]
         assert isinstance(table, report.Table), cell["options"]["label"]
@@ -204,7 +205,34 @@ def test_fits_table_has_both_methods_per_regime(executed):
     frame = next(c["value"] for c in cells if c["options"].get("label") == "tbl-fits").frame
     assert set(zip(frame["Regime"], frame["Method"])) == {
         (r, m) for r in ("rich", "limited") for m in ("grid", "huber")}
-    assert {"α", "a", "c", "R²", "R² of log L"} <= set(frame.columns)
+    assert {"α", "a", "c", "R²", "R² of log L", "Verdict"} <= set(frame.columns)
+
+
+def test_each_fit_states_its_verdict_in_words_next_to_its_numbers(executed, prepared):
+    cells, _, _ = executed
+    text = "\n".join(str(part) for c in cells for part in [c["value"], *c["displayed"]])
+    numbers = json.loads((prepared.out_dir / "numbers.json").read_text())
+    for regime in numbers["regimes"]:
+        for fit in regime["fits"].values():
+            assert f"verdict **{fit['verdict']}**" in text
+            assert report.escape(fit["summary"]) in text
+    assert "met the convergence rule" in text or "is not recorded" in text
+
+
+def test_numbers_give_baselines_convergence_and_verdicts_per_regime():
+    rows = [{**_row(size, seed), "converged": True} for size in range(5) for seed in (0, 1)]
+    runs = rows_to_frame(rows).with_columns(pl.lit("transformer").alias("model_family"))
+    baselines = pl.concat([runs.head(1), runs.head(1)]).with_columns(
+        pl.Series("model_family", ["mean", "ridge"]), pl.Series("best_val_mse", [3.0, 0.9]),
+        pl.Series("test_mse", [3.1, 0.91]), pl.lit(None, pl.Int64).alias("params"))
+    table = pl.concat([runs, baselines])
+    fits = fit_groups(table, by=["regime"], methods=["huber"])
+    regime = report.compute_numbers(table, fits, [], {})["regimes"][0]
+    assert regime["convergence"] == {"converged": 10, "not_converged": 0, "unknown": 0}
+    assert [(b["family"], b["val_mse"]) for b in regime["baselines"]] == [
+        ("ridge", 0.9), ("mean", 3.0)]
+    fit = regime["fits"]["huber"]
+    assert fit["verdict"] == "data ran out" and "ridge reaches 0.9" in fit["summary"]
 
 
 def test_asis_cells_give_markdown(executed):
@@ -459,7 +487,8 @@ def test_report_of_a_custom_regime_with_a_failed_run(tmp_path):
     assert "was not found" in text and "out of memory" in text and "no rich regime" in text
     assert "**custom** (V = 100 genes" in text and "- **Budget**: custom: 100 optimiser steps" in text
     for table in (report.datasets_table, report.ladder_table, report.training_table,
-                  report.fits_table, report.entropy_table, report.published_table):
+                  report.fits_table, report.baselines_table, report.entropy_table,
+                  report.published_table):
         assert table(rep).frame.height > 0
     assert report.scaling_figure(rep).png.is_file()
     fit = numbers["regimes"][0]["fits"]["huber"]

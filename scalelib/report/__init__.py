@@ -45,6 +45,7 @@ from scalelib.report.published import PUBLISHED
 from scalelib.report.render import install_message, quarto_executable, render_report
 from scalelib.report.tables import (
     Table,
+    baselines_table,
     datasets_table,
     entropy_table,
     fits_table,
@@ -57,6 +58,7 @@ from scalelib.scaling import data_size_rows, scaling_rows
 
 __all__ = [
     "DATA_ENV", "PUBLISHED", "Figure", "Markdown", "PreparedReport", "ReportData", "Table",
+    "baselines_table",
     "compute_numbers", "data_size_figure", "data_size_rows", "datasets_table", "entropy_table",
     "escape", "finite", "fits_table", "fmt", "fmt_ci", "html_head", "install_message",
     "join_words", "joint_table", "ladder_table", "load_report", "percent", "prepare_report",

@@ -25,6 +25,7 @@ from scalelib.errors import ScalelibError
 from scalelib.plots import data_size_chart, save_chart, scaling_chart, test_vs_val_chart
 from scalelib.report.data import ReportData
 from scalelib.report.formatting import Markdown
+from scalelib.scaling import baseline_rows
 
 if TYPE_CHECKING:
     from scalelib.scaling import PowerLawFit
@@ -135,7 +136,8 @@ def _fits_of(rep: ReportData, regime: str, method: str) -> list[PowerLawFit]:
 
 def scaling_figure(rep: ReportData, methods: Sequence[str] | None = None) -> Figure:
     """Validation MSE against P (log-log): a panel per regime (columns) and method (rows), with
-    fitted curves, bootstrap bands and the per-gene-mean baseline (``fig-scaling``).
+    fitted curves, bootstrap bands, the baselines scored on the same cells and each fit's
+    verdict (``fig-scaling``).
 
     Parameters
     ----------
@@ -145,11 +147,12 @@ def scaling_figure(rep: ReportData, methods: Sequence[str] | None = None) -> Fig
         Fit methods, one row of panels each (None or empty: every method in the numbers).
     """
     methods = list(methods or rep.numbers["fitting"]["methods"])
+    baselines = baseline_rows(rep.results)
     rows = []
     for method in methods:
         panels = [
             scaling_chart(rep.scaling.filter(pl.col("regime") == regime),
-                          _fits_of(rep, regime, method), method=method,
+                          _fits_of(rep, regime, method), method=method, baselines=baselines,
                           title=f"{regime}: {method} fit", width=PANEL_WIDTH,
                           height=PANEL_HEIGHT)
             for regime in rep.regimes

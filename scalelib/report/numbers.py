@@ -27,11 +27,15 @@ from scalelib.scaling import (
     HUBER_DELTA,
     JointFit,
     PowerLawFit,
+    baseline_rows,
     data_size_rows,
+    describe,
     entropy_bits,
     json_ready,
+    matching_baselines,
     ok_rows,
     scaling_rows,
+    verdict,
 )
 
 REGIME_ORDER = ("rich", "limited")  # the reference study's order; other regimes follow by name
@@ -115,8 +119,39 @@ def _manifest_summary(manifest: dict | None) -> dict[str, Any]:
     }
 
 
+def _fit_numbers(fit: PowerLawFit) -> dict[str, Any]:
+    """A fit's dictionary with its verdict and its description in words
+    (:mod:`scalelib.statuses`)."""
+    out = fit.to_dict(with_bootstrap_params=False)
+    return {**out, "verdict": verdict(out), "summary": describe(out)}
+
+
+def _baseline_numbers(rows: pl.DataFrame, baselines: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per baseline family scored on the data of ``rows``, best first: validation and test
+    MSE (means over its rows) and its setting where the table records one."""
+    own = matching_baselines(rows, baselines)
+    if not own.height:
+        return []
+    extra = [pl.col("setting").drop_nulls().first()] if "setting" in own.columns else []
+    return (own.group_by("model_family", maintain_order=True)
+            .agg(pl.col("best_val_mse").mean().alias("val_mse"),
+                 pl.col("test_mse").mean().alias("test_mse"), *extra)
+            .rename({"model_family": "family"}).sort("val_mse").to_dicts())
+
+
+def _convergence(rows: pl.DataFrame) -> dict[str, int]:
+    """How many runs met the convergence rule, did not, or were not checked."""
+    if "converged" not in rows.columns:
+        return {"converged": 0, "not_converged": 0, "unknown": rows.height}
+    flags = rows["converged"]
+    return {"converged": int(flags.fill_null(False).sum()),
+            "not_converged": int(flags.not_().fill_null(False).sum()),
+            "unknown": flags.null_count()}
+
+
 def _regime_numbers(regime: str, scaling: pl.DataFrame, ok: pl.DataFrame,
-                    fits: Sequence[PowerLawFit], manifests: dict[str, dict]) -> dict[str, Any]:
+                    baselines: pl.DataFrame, fits: Sequence[PowerLawFit],
+                    manifests: dict[str, dict]) -> dict[str, Any]:
     rows = scaling.filter(pl.col("regime") == regime)
     fingerprints = _distinct(rows["dataset_fingerprint"])
     manifest = manifests.get(fingerprints[0]) if fingerprints else None
@@ -146,7 +181,9 @@ def _regime_numbers(regime: str, scaling: pl.DataFrame, ok: pl.DataFrame,
         "best_val_mse": _span(rows["best_val_mse"]),
         "baseline_val_mse": float(baseline.mean()) if len(baseline) else None,
         "best_over_baseline": float(best / baseline.mean()) if len(baseline) else None,
-        "fits": {fit.method: fit.to_dict(with_bootstrap_params=False) for fit in fits
+        "convergence": _convergence(rows),
+        "baselines": _baseline_numbers(rows, baselines),
+        "fits": {fit.method: _fit_numbers(fit) for fit in fits
                  if fit.group.get("regime") == regime},
         "test_vs_val": _test_vs_val(ok.filter(pl.col("regime") == regime)),
     }
@@ -217,7 +254,9 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
     ``digest`` (SHA-256 of the results file), ``fits_source``; ``runs`` (counts and failed
     runs); ``fitting`` (methods, grid and Huber settings, bootstrap count and seed, CI level);
     ``regimes`` (one entry per regime in report order: dataset from its manifest, the runs the
-    fits use, budgets, baseline, fits per method, test against validation); ``ladder`` (sizes
+    fits use, budgets, convergence counts, the per-gene-mean baseline column, the baseline
+    families scored on the same data, fits per method with their verdict and summary in
+    words, test against validation); ``ladder`` (sizes
     with parameter counts per regime); ``training`` (settings and versions from the rows);
     ``data_size`` (one entry per regime with a data-size sweep, with its joint fit);
     ``reference`` (the reference study's regimes and ladder from scalelib.config) and
@@ -245,6 +284,7 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
     dict
         The ``numbers.json`` document, strict-JSON-ready (non-finite floats as None).
     """
+    baselines = baseline_rows(results)
     ok = ok_rows(results)
     scaling, sized = scaling_rows(results), data_size_rows(results)
     regimes = regime_order(scaling["regime"].unique().to_list())
@@ -271,7 +311,8 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
             "n_bootstrap": max((fit.n_bootstrap for fit in fits), default=0),
             "bootstrap_seed": boot[0].bootstrap_seed if boot else None,
         },
-        "regimes": [_regime_numbers(r, scaling, ok, fits, manifests) for r in regimes],
+        "regimes": [_regime_numbers(r, scaling, ok, baselines, fits, manifests)
+                    for r in regimes],
         "ladder": _ladder(results, regimes),
         "training": _training(ok if ok.height else results),
         "data_size": _data_size(sized, joint),

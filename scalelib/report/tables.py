@@ -94,9 +94,26 @@ def fits_table(rep: ReportData) -> Table:
         "α": with_ci(fit["alpha"], ci.get("alpha")), "a": with_ci(fit["a"], ci.get("a")),
         "c": with_ci(fit["c"], ci.get("c")), "R²": fmt(fit["r2"]),
         "R² of log L": with_ci(fit["r2_log"], ci.get("r2_log")),
-        "Status": status_word(fit["status"]),
+        "Status": status_word(fit["status"]), "Verdict": fit.get("verdict", ""),
     } for regime, method, fit, ci in _fits(rep)]
     return Table("tbl-fits", pl.DataFrame(rows))
+
+
+def baselines_table(rep: ReportData) -> Table:
+    """Per regime, the best transformer run (with how many runs converged) beside each
+    baseline family scored on the same cells and masks, best first."""
+    rows = []
+    for r in rep.numbers["regimes"]:
+        counts = r["convergence"]
+        checked = counts["converged"] + counts["not_converged"]
+        rows.append({"Regime": r["regime"], "Model": f"transformer (best of {fmt(r['n_runs'])})",
+                     "Validation MSE": fmt(r["best_val_mse"]["min"]),
+                     "Converged": (f"{fmt(counts['converged'])} of {fmt(checked)} runs"
+                                   if checked else "not recorded")})
+        rows += [{"Regime": r["regime"], "Model": b["family"] + (
+                      f" ({b['setting']})" if b.get("setting") else ""),
+                  "Validation MSE": fmt(b["val_mse"]), "Converged": ""} for b in r["baselines"]]
+    return Table("tbl-baselines", pl.DataFrame(rows))
 
 
 def entropy_table(rep: ReportData) -> Table:

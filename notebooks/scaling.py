@@ -44,6 +44,7 @@ def _():
     from scalelib.explore.purefit import BITS_NOTE
     from scalelib.results import read_results
     from scalelib.scaling import (
+        baseline_rows,
         data_size_rows,
         fit_joint_table,
         scaling_rows,
@@ -59,6 +60,7 @@ def _():
         REGIME_PRESETS,
         ScalelibError,
         TRAIN_PRESETS,
+        baseline_rows,
         data_size_rows,
         fit_joint_table,
         get_ladder,
@@ -299,12 +301,12 @@ def _(
 
 
 @app.cell
-def _(Path, get_sweep_version, mo, out_dir, read_results, scaling_rows):
+def _(Path, baseline_rows, get_sweep_version, mo, out_dir, read_results, scaling_rows):
     get_sweep_version()  # re-read the table after each training
     results = read_results(Path(out_dir.value) / "results.parquet")
-    full_rows = scaling_rows(results)
+    full_rows, baselines = scaling_rows(results), baseline_rows(results)
     mo.stop(results.height == 0, mo.md(f"No finished runs in `{out_dir.value}` yet."))
-    return full_rows, results
+    return baselines, full_rows, results
 
 
 @app.cell
@@ -341,14 +343,14 @@ def _(Path, full_rows, mo, n_bootstrap, out_dir, refit_button, stored_or_fitted,
 
 
 @app.cell
-def _(BITS_NOTE, fits, fits_note, full_rows, method, mo, plots, sweeps):
-    _overlay = plots.scaling_chart(full_rows, fits, method=method.value,
+def _(BITS_NOTE, baselines, fits, fits_note, full_rows, method, mo, plots, sweeps):
+    _overlay = plots.scaling_chart(full_rows, fits, method=method.value, baselines=baselines,
                                    title="Validation MSE against parameters")
     _per_regime = {
         regime: plots.scaling_chart(
             full_rows.filter(full_rows["regime"] == regime),
             [fit for fit in fits if fit.group.get("regime") == regime], method=method.value,
-            title=f"{regime}: validation MSE against parameters")
+            baselines=baselines, title=f"{regime}: validation MSE against parameters")
         for regime in full_rows["regime"].unique(maintain_order=True).to_list()
     }
     mo.vstack([

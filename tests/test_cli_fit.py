@@ -125,13 +125,6 @@ def test_fit_missing_file_and_bad_extension_exit_2(tmp_path, capsys):
     assert status == 2 and ".csv" in err and ".parquet" in err
 
 
-def test_method_choices_are_the_fit_methods():
-    from scalelib.cli.fit_cmd import METHOD_CHOICES
-    from scalelib.scaling import METHODS
-
-    assert tuple(METHOD_CHOICES) == tuple(METHODS)
-
-
 def test_fit_with_too_few_sizes_exits_2(tmp_path, capsys):
     path = tmp_path / "two.csv"
     pl.DataFrame({"params": [10, 10, 100], "best_val_mse": [1.0, 0.9, 0.5]}).write_csv(path)

@@ -124,22 +124,17 @@ def test_explorer_notebook_runs_headless_on_a_sweep_directory(smoke_sweep):
 
 
 def test_explorer_fits_in_p_leave_out_the_smaller_data_sizes():
-    rows = [{"dataset": "rich", "n_train_cells": n, "size": size, "status": "ok"}
-            for n in (1000, 18000) for size in ("D0", "D1")]
-    rows.append({"dataset": "limited", "n_train_cells": 900, "size": "D0", "status": "ok"})
+    from scalelib.scaling import scaling_rows
+
+    rows = [{"dataset": "rich", "dataset_fingerprint": "r", "n_train_cells": n, "size": size,
+             "status": "ok", "best_val_mse": 1.0} for n in (1000, 18000) for size in ("D0", "D1")]
+    rows.append({"dataset": "limited", "dataset_fingerprint": "l", "n_train_cells": 900,
+                 "size": "D0", "status": "ok", "best_val_mse": 1.0})
+    rows.append({**rows[-1], "size": "D1", "best_val_mse": None})  # no loss: not fitted
     kept = Bundle(rows=rows).scaling_rows
     assert [(row["dataset"], row["n_train_cells"]) for row in kept] == [
         ("rich", 18000), ("rich", 18000), ("limited", 900)]
-
-
-def test_pure_fit_shares_scalelib_settings():
-    from scalelib.scaling import methods, optimise, params, powerlaw
-
-    shared = {"GRID_POINTS": methods, "GRID_TOP": methods, "HUBER_DELTA": optimise,
-              "ALPHA_BOUNDS": params, "LOG_FLOOR": params, "FLAT_P_VALUE": powerlaw,
-              "CI_LEVEL": powerlaw}
-    for name, module in shared.items():
-        assert getattr(purefit, name) == getattr(module, name), name
+    assert scaling_rows(pl.DataFrame(rows)).to_dicts() == kept  # one rule for both
 
 
 @pytest.mark.parametrize("method", ["grid", "huber"])

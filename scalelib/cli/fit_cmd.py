@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import METHODS  # pure Python: no scipy at parser build
 
 if TYPE_CHECKING:
     import polars as pl
@@ -28,7 +29,6 @@ READERS = {  # extension -> polars reader and its options
     ".parquet": ("read_parquet", {}),
     ".pq": ("read_parquet", {}),
 }
-METHOD_CHOICES = ("grid", "huber")  # scalelib.scaling.METHODS (a test keeps them equal)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="column of model sizes (default: params)")
     parser.add_argument("--y", default="best_val_mse", metavar="COLUMN",
                         help="column of losses (default: best_val_mse)")
-    parser.add_argument("--method", choices=METHOD_CHOICES, default="huber",
+    parser.add_argument("--method", choices=METHODS, default="huber",
                         help="huber: log-sum-exp, Huber loss, L-BFGS-B (default); "
                         "grid: the reference study's grid over c")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N",

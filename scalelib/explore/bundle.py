@@ -30,6 +30,7 @@ from scalelib.atomic import json_ready
 from scalelib.chartspec import size_order
 from scalelib.errors import ScalelibError
 from scalelib.explore.purefit import LiteFit
+from scalelib.fitrules import dataset_key, scaling_row_mask
 
 BUNDLE_NAME = "explorer-data.json"
 BUNDLE_FORMAT = "scalelib-explorer"
@@ -59,14 +60,10 @@ class Bundle:
 
     @property
     def scaling_rows(self) -> list[dict[str, Any]]:
-        """Finished runs that fits against P use: per dataset, those at its largest training
-        set (a data-size sweep's smaller nested sets would mix D into the fit)."""
-        largest: dict[Any, int] = {}
-        for row in self.ok_rows:
-            key, cells = _dataset_key(row), row.get("n_train_cells") or 0
-            largest[key] = max(cells, largest.get(key, 0))
-        return [row for row in self.ok_rows
-                if (row.get("n_train_cells") or 0) == largest[_dataset_key(row)]]
+        """Runs that fits against P use (:func:`scalelib.fitrules.scaling_row_mask`, the rule
+        of :func:`scalelib.scaling.scaling_rows`): per dataset, those at its largest training
+        set."""
+        return [row for row, kept in zip(self.rows, scaling_row_mask(self.rows)) if kept]
 
     def values(self, column: str) -> list[Any]:
         """Distinct values of a column over the finished runs, in order of appearance."""
@@ -83,14 +80,8 @@ class Bundle:
         """True when one dataset was trained at several training-set sizes."""
         seen: dict[Any, set] = {}
         for row in self.ok_rows:
-            seen.setdefault(_dataset_key(row), set()).add(row.get("n_train_cells"))
+            seen.setdefault(dataset_key(row), set()).add(row.get("n_train_cells"))
         return any(len(sizes) > 1 for sizes in seen.values())
-
-
-def _dataset_key(row: dict[str, Any]) -> Any:
-    """The dataset a run trained on: its content fingerprint, as in
-    :func:`scalelib.scaling.scaling_rows` (the path in bundles written before it was kept)."""
-    return row.get("dataset_fingerprint") or row.get("dataset")
 
 
 def load_bundle(source: str | Path | Any) -> Bundle:

@@ -28,6 +28,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import (
+    ALPHA_BOUNDS,
+    CI_LEVEL,
+    CI_NAMES,
+    FLAT_P_VALUE,
+    GRID_POINTS,
+    GRID_TOP,
+    HUBER_DELTA,
+    LOG_FLOOR,
+    METHODS,
+    RISING_MESSAGE,
+)
 from scalelib.statuses import (
     MIN_RESIDUAL_DOF,
     describe,
@@ -37,17 +49,6 @@ from scalelib.statuses import (
     verdict,
 )
 
-METHODS = ("grid", "huber")
-GRID_POINTS = 200
-GRID_TOP = 0.99
-HUBER_DELTA = 1e-3
-ALPHA_BOUNDS = (0.0, 5.0)
-LOG_FLOOR = 25.0
-FLAT_P_VALUE = 0.05
-CI_LEVEL = 0.95
-CI_NAMES = ("alpha", "a", "c", "bits", "r2_log")
-RISING_MESSAGE = ("y increases with x: there is no power-law decline, so c is no floor and "
-                  "bits is undefined (NaN)")
 NAN = math.nan
 
 

@@ -54,7 +54,7 @@ EMSCRIPTEN_MARKERS = {
 # The scalelib modules the explorer imports in the browser (standard library only).
 BROWSER_MODULES = (
     "scalelib/__init__.py", "scalelib/errors.py", "scalelib/atomic.py", "scalelib/statuses.py",
-    "scalelib/chartspec.py",
+    "scalelib/chartspec.py", "scalelib/fitrules.py",
     "scalelib/explore/__init__.py",
     "scalelib/explore/purefit.py", "scalelib/explore/vegalite.py", "scalelib/explore/bundle.py",
 )

@@ -77,14 +77,22 @@ Fits JSON layout (:func:`write_fits` / :func:`read_fits`; read by the notebooks 
 Non-finite numbers are written as ``null`` (strict JSON) and read back as NaN.
 """
 
+from scalelib.fitrules import (
+    ALPHA_BOUNDS,
+    CI_LEVEL,
+    CI_NAMES,
+    FLAT_P_VALUE,
+    GRID_POINTS,
+    GRID_TOP,
+    HUBER_DELTA,
+    LOG_FLOOR,
+    METHODS,
+)
 from scalelib.scaling.fitsfile import FitsFile, fits_document, json_ready, read_fits, write_fits
 from scalelib.scaling.fitting import bootstrap_power_law, fit_power_law
 from scalelib.scaling.joint import JointFit, fit_joint
-from scalelib.scaling.methods import GRID_POINTS, GRID_TOP, METHODS
 from scalelib.scaling.numerics import entropy_bits
-from scalelib.scaling.optimise import HUBER_DELTA
-from scalelib.scaling.params import ALPHA_BOUNDS, LOG_FLOOR
-from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, FLAT_P_VALUE, PowerLawFit
+from scalelib.scaling.powerlaw import PowerLawFit
 from scalelib.scaling.stored import stored_fits_mismatch, stored_or_fitted
 from scalelib.scaling.tables import (
     baseline_rows,

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from scalelib.fitrules import CI_LEVEL, CI_NAMES
 from scalelib.scaling.methods import (
     _default_starts,
     _fit_grid,
@@ -17,7 +18,7 @@ from scalelib.scaling.methods import (
     _theta_from,
 )
 from scalelib.scaling.optimise import _single_threaded_blas
-from scalelib.scaling.powerlaw import CI_LEVEL, CI_NAMES, PowerLawFit, interval_issues
+from scalelib.scaling.powerlaw import PowerLawFit, interval_issues
 from scalelib.scaling.validation import _validate
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from scalelib.fitrules import ALPHA_BOUNDS, HUBER_DELTA
 from scalelib.scaling.numerics import _float, _log_r2, entropy_bits
-from scalelib.scaling.optimise import HUBER_DELTA, _huber, _lbfgs, _single_threaded_blas
-from scalelib.scaling.params import ALPHA_BOUNDS, _bounds, _JointTheta, _unpack
+from scalelib.scaling.optimise import _huber, _lbfgs, _single_threaded_blas
+from scalelib.scaling.params import _bounds, _JointTheta, _unpack
 from scalelib.scaling.validation import _validate
 
 

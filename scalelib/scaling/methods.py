@@ -13,14 +13,17 @@ from typing import NamedTuple
 import numpy as np
 
 from scalelib.errors import ScalelibError
-from scalelib.scaling.optimise import HUBER_DELTA, _huber, _lbfgs
-from scalelib.scaling.params import ALPHA_BOUNDS, _bounds, _Theta, _unpack
-from scalelib.scaling.powerlaw import RISING_MESSAGE, PowerLawFit, _assemble, rises
-
-METHODS = ("grid", "huber")
-GRID_POINTS = 200
-GRID_TOP = 0.99  # the grid of c stops at GRID_TOP * min(y)
-
+from scalelib.fitrules import (
+    ALPHA_BOUNDS,
+    GRID_POINTS,
+    GRID_TOP,
+    HUBER_DELTA,
+    METHODS,
+    RISING_MESSAGE,
+)
+from scalelib.scaling.optimise import _huber, _lbfgs
+from scalelib.scaling.params import _bounds, _Theta, _unpack
+from scalelib.scaling.powerlaw import PowerLawFit, _assemble, rises
 
 # --------------------------------------------------------------------------------------------
 # The grid method (the reference study's)

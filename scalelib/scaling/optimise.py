@@ -11,7 +11,6 @@ from scipy import optimize
 
 from scalelib.errors import ScalelibError
 
-HUBER_DELTA = 1e-3
 _LBFGS_OPTIONS = {"maxiter": 500, "ftol": 1e-12, "gtol": 1e-8}
 
 

@@ -11,8 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-ALPHA_BOUNDS = (0.0, 5.0)  # exponent bounds of the huber and joint fits
-LOG_FLOOR = 25.0  # log coefficients stay above log(min y) - LOG_FLOOR
+from scalelib.fitrules import ALPHA_BOUNDS, LOG_FLOOR
 
 
 class _Theta(NamedTuple):

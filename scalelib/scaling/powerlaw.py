@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, FLAT_P_VALUE
 from scalelib.scaling.numerics import _float, _log_r2, _power_law, entropy_bits
-from scalelib.scaling.params import ALPHA_BOUNDS, _sample_columns
+from scalelib.scaling.params import _sample_columns
 from scalelib.statuses import (
     MIN_RESIDUAL_DOF,
     UNIDENTIFIED_SHARE,
@@ -23,10 +24,6 @@ from scalelib.statuses import (
     most_serious,
     sort_flags,
 )
-
-FLAT_P_VALUE = 0.05
-CI_LEVEL = 0.95
-CI_NAMES = ("alpha", "a", "c", "bits", "r2_log")
 
 
 @dataclass(frozen=True)
@@ -206,10 +203,6 @@ def _flat_p_value(log_y: np.ndarray, log_pred: np.ndarray, n_params: int = 3) ->
         return 0.0
     statistic = ((total - residual) / (n_params - 1)) / (residual / residual_dof)
     return float(special.fdtrc(n_params - 1, residual_dof, max(statistic, 0.0)))
-
-
-RISING_MESSAGE = ("y increases with x: there is no power-law decline, so c is no floor and "
-                  "bits is undefined (NaN)")
 
 
 def rises(log_x: np.ndarray, log_y: np.ndarray) -> bool:

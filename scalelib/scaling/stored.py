@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import METHODS
 from scalelib.scaling.fitsfile import FitsFile, read_fits
-from scalelib.scaling.methods import METHODS
 from scalelib.scaling.tables import fit_groups
 
 FITS_NAME = "fits.json"

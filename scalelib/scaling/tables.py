@@ -11,10 +11,11 @@ import numpy as np
 import polars as pl
 
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import CI_NAMES, TRANSFORMER, scaling_row_mask
 from scalelib.scaling.fitting import fit_power_law
 from scalelib.scaling.joint import JointFit, fit_joint
 from scalelib.scaling.methods import _fitter
-from scalelib.scaling.powerlaw import CI_NAMES, PowerLawFit
+from scalelib.scaling.powerlaw import PowerLawFit
 from scalelib.scaling.validation import _validate
 
 
@@ -40,7 +41,6 @@ def ok_rows(table: pl.DataFrame) -> pl.DataFrame:
     return table
 
 
-TRANSFORMER = "transformer"  # model_family of trained runs; baselines are mean, pca, ridge, knn
 
 
 def transformer_rows(table: pl.DataFrame) -> pl.DataFrame:
@@ -93,16 +93,18 @@ def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
 
     A data-size sweep adds runs at smaller nested training sets to a dataset; the scaling fits
     in P use only the runs that saw the whole training set (the largest ``n_train_cells`` of
-    each dataset fingerprint).
+    each dataset fingerprint). The rule is :func:`scalelib.fitrules.scaling_row_mask`, which
+    the offline explorer applies too.
 
     Parameters
     ----------
     results
         Results table.
     """
-    rows = transformer_rows(ok_rows(results)).filter(pl.col("best_val_mse").is_not_null())
-    largest = pl.col("n_train_cells") == pl.col("n_train_cells").max().over("dataset_fingerprint")
-    return rows.filter(largest)
+    keys = [c for c in ("status", "model_family", "best_val_mse", "n_train_cells",
+                        "dataset_fingerprint", "dataset") if c in results.columns]
+    mask = scaling_row_mask(results.select(keys).to_dicts())
+    return results.filter(pl.Series(mask, dtype=pl.Boolean))
 
 
 def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""What both fit implementations share: methods, settings and the runs a fit in P uses.
+"""What both fit implementations share: methods, settings, the fit record and the runs a fit
+in P uses.
 
 Pure Python (standard library only) and outside :mod:`scalelib.scaling` (whose package imports
 numpy and scipy), so that the offline explorer bundles it unchanged: :mod:`scalelib.scaling`
@@ -8,8 +9,12 @@ The status rules live beside it in :mod:`scalelib.statuses`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from scalelib.statuses import MIN_RESIDUAL_DOF, most_serious, sort_flags
 
 METHODS = ("grid", "huber")
 GRID_POINTS = 200  # values of c tried by the grid method
@@ -54,3 +59,200 @@ def scaling_row_mask(rows: Iterable[Mapping[str, Any]]) -> list[bool]:
             largest[key] = max(cells, largest.get(key, 0))
     return [is_fitted_run(row) and (row.get("n_train_cells") or 0) == largest[dataset_key(row)]
             for row in rows]
+
+def flat_reason(p_value: float, n_points: int, n_params: int = 3) -> str:
+    """The message of a ``flat`` fit: its F-test p-value and residual degrees of freedom.
+
+    Parameters
+    ----------
+    p_value
+        p-value of the F-test of the power law against a constant, in log y.
+    n_points
+        Number of fitted points.
+    n_params
+        Parameters of the power law (3).
+    """
+    return (f"y is flat in x: the power law fits log y not significantly better than a "
+            f"constant (F-test p = {p_value:.2g} with {n_points - n_params} residual degrees "
+            "of freedom)")
+
+
+def judged(method: str, a: float, alpha: float, c: float, r2: float, r2_log: float,
+           p_value: float, issues: list[tuple[str, str]], *, n_points: int, n_sizes: int,
+           min_y: float, mean_log_y: float) -> dict[str, Any]:
+    """The reported numbers, bits and status of fitted parameters: both fit implementations
+    apply these rules after their optimiser.
+
+    A fit judged flat (F-test p > ``FLAT_P_VALUE``, unless it rises) gets status ``flat``.
+    Grid: the fitted numbers are kept (the reference study reports its flat regime that way)
+    and the method's other issues follow. Huber: ``alpha`` is not identifiable as
+    ``a -> 0``, so the fit is reported as the constant ``L = c`` (the geometric mean of y,
+    ``a = alpha = r2 = r2_log = 0``). Then ``no_floor`` (c ~ 0) and ``unidentified`` (fewer
+    than ``MIN_RESIDUAL_DOF`` distinct sizes beyond the three parameters) are added, and huber
+    reports the R^2 of log y as its R^2.
+
+    Parameters
+    ----------
+    method
+        ``"grid"`` or ``"huber"``.
+    a, alpha, c, r2, r2_log
+        Fitted parameters and goodness of fit.
+    p_value
+        F-test p-value of the power law against a constant, in log y.
+    issues
+        ``(flag, reason)`` pairs the method found, ``increasing`` first when the curve rises.
+    n_points, n_sizes
+        Fitted points and distinct x values.
+    min_y, mean_log_y
+        Lowest loss and mean of log y.
+
+    Returns
+    -------
+    dict
+        ``a``, ``alpha``, ``c``, ``r2``, ``r2_log``, ``bits``, ``status``, ``message`` and
+        ``flags`` of the fit record.
+    """
+    rising = bool(issues) and issues[0][0] == "increasing"
+    if p_value > FLAT_P_VALUE and not rising:
+        reason = flat_reason(p_value, n_points)
+        if method == "huber":
+            a, alpha, c = 0.0, 0.0, math.exp(mean_log_y)
+            r2 = r2_log = 0.0
+            reason += ("; reported as the constant L = c (geometric mean of y) with a = alpha "
+                       "= 0, because alpha is not identifiable as a -> 0")
+            issues = [("flat", reason)]
+        else:
+            issues = [("flat", reason + "; a, alpha, c and R^2 are reported as fitted"), *issues]
+    bits = entropy_bits(c)
+    if issues and issues[0][0] == "increasing":
+        bits = math.nan  # a curve that rises has no floor to read as noise
+    if not c > 0:
+        issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
+    elif c < 1e-9 * min_y:
+        reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
+        issues.append(("no_floor", reason))
+    shape_dof = n_sizes - 3  # seeds at one size do not pin the curve's shape
+    if shape_dof < MIN_RESIDUAL_DOF:
+        issues.append(("unidentified", (f"{shape_dof} residual degree(s) of freedom in the "
+                       f"curve's shape ({n_sizes} distinct sizes - 3 parameters, "
+                       f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
+                       "add sizes")))
+    if method == "huber":
+        r2 = r2_log
+    flags = sort_flags(flag for flag, _ in issues)
+    return {"a": float(a), "alpha": float(alpha), "c": float(c), "r2": float(r2),
+            "r2_log": float(r2_log), "bits": float(bits), "status": most_serious(flags),
+            "message": "; ".join(text for _, text in issues), "flags": flags}
+
+
+def entropy_bits(c: float) -> float:
+    """Bits per masked gene of an irreducible MSE ``c``: ``0.5 * log2(2 pi e c)`` (NaN when
+    ``c <= 0`` or NaN); see :func:`scalelib.scaling.entropy_bits`."""
+    return 0.5 * math.log2(2 * math.pi * math.e * c) if c > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """The fields of a fit of ``y = a x^-alpha + c`` and their JSON layout, shared by
+    :class:`scalelib.scaling.PowerLawFit` and the explorer's ``LiteFit`` (which add the curve
+    and its bootstrap band; every field is described in :mod:`scalelib.scaling`)."""
+
+    method: str
+    a: float
+    alpha: float
+    c: float
+    r2: float
+    r2_log: float
+    bits: float
+    n_runs: int
+    n_x: int
+    status: str = "ok"
+    message: str = ""
+    group: dict[str, Any] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] | None = None
+    ci_level: float = CI_LEVEL
+    n_bootstrap: int = 0
+    bootstrap_seed: int | None = None
+    bootstrap_failures: int = 0
+    bootstrap_params: tuple[tuple[float, float, float], ...] = ()
+    flags: tuple[str, ...] = ()
+    best_y: float = math.nan
+    baseline: dict[str, Any] | None = None
+    unconverged: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status != "ok" and self.status not in self.flags:  # a status is always a flag
+            object.__setattr__(self, "flags", sort_flags((*self.flags, self.status)))
+
+    @property
+    def drawable(self) -> bool:
+        """True when ``a``, ``alpha`` and ``c`` are finite (a curve can be drawn)."""
+        return all(math.isfinite(v) for v in (self.a, self.alpha, self.c))
+
+    @property
+    def ok(self) -> bool:
+        """True when the fit has no problem worth a warning."""
+        return self.status == "ok"
+
+    def to_dict(self, *, with_bootstrap_params: bool = True) -> dict[str, Any]:
+        """A JSON-ready dictionary in the layout of :mod:`scalelib.scaling` (NaN kept as NaN).
+
+        Parameters
+        ----------
+        with_bootstrap_params
+            Include ``bootstrap_params`` (one ``[a, alpha, c]`` list per kept resample).
+        """
+        out = {
+            "group": dict(self.group), "method": self.method,
+            "n_runs": self.n_runs, "n_x": self.n_x,
+            "a": self.a, "alpha": self.alpha, "c": self.c,
+            "r2": self.r2, "r2_log": self.r2_log, "bits": self.bits,
+            "status": self.status, "message": self.message,
+            "ci": None if self.ci is None else {k: list(v) for k, v in self.ci.items()},
+            "ci_level": self.ci_level,
+            "n_bootstrap": self.n_bootstrap, "bootstrap_seed": self.bootstrap_seed,
+            "bootstrap_failures": self.bootstrap_failures,
+            "flags": list(self.flags), "best_y": self.best_y,
+            "baseline": None if self.baseline is None else dict(self.baseline),
+            "unconverged": self.unconverged,
+        }
+        if with_bootstrap_params:
+            out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitRecord:
+        """Rebuild a fit from :meth:`to_dict` output (``null`` numbers become NaN).
+
+        Parameters
+        ----------
+        data
+            Dictionary with at least ``method``, ``a``, ``alpha``, ``c``, ``r2``, ``r2_log``,
+            ``bits``, ``n_runs`` and ``n_x``; missing optional keys take their defaults.
+        """
+        ci = data.get("ci")
+        return cls(
+            method=data["method"],
+            a=_float(data["a"]), alpha=_float(data["alpha"]), c=_float(data["c"]),
+            r2=_float(data["r2"]), r2_log=_float(data["r2_log"]), bits=_float(data["bits"]),
+            n_runs=int(data["n_runs"]), n_x=int(data["n_x"]),
+            status=data.get("status", "ok"), message=data.get("message", ""),
+            group=dict(data.get("group") or {}),
+            ci=None if ci is None else {k: (_float(v[0]), _float(v[1])) for k, v in ci.items()},
+            ci_level=_float(data.get("ci_level", CI_LEVEL)),
+            n_bootstrap=int(data.get("n_bootstrap") or 0),
+            bootstrap_seed=data.get("bootstrap_seed"),
+            bootstrap_failures=int(data.get("bootstrap_failures") or 0),
+            bootstrap_params=tuple(
+                tuple(_float(v) for v in p) for p in data.get("bootstrap_params") or ()
+            ),
+            flags=tuple(data.get("flags") or ([] if data.get("status", "ok") == "ok"
+                                              else [data["status"]])),
+            best_y=_float(data.get("best_y")),
+            baseline=dict(data["baseline"]) if data.get("baseline") else None,
+            unconverged=data.get("unconverged"),
+        )
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)

@@ -453,7 +453,8 @@ def train(
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device, size)
     torch.manual_seed(seed)
-    batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train), in_memory=in_memory)
+    batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
+                              in_memory=in_memory)
     held_out = HeldOutSets.build(dataset, config, batches.sample_for_means())
     model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
                                         attention_dropout=config.attention_dropout).to(device)

@@ -24,28 +24,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from scalelib import fitrules as rules
 from scalelib.errors import ScalelibError
-from scalelib.fitrules import (
-    ALPHA_BOUNDS,
-    CI_LEVEL,
-    CI_NAMES,
-    FLAT_P_VALUE,
-    GRID_POINTS,
-    GRID_TOP,
-    HUBER_DELTA,
-    LOG_FLOOR,
-    METHODS,
-    RISING_MESSAGE,
-)
 from scalelib.statuses import (
-    MIN_RESIDUAL_DOF,
     describe,
     fields_of,
-    most_serious,
-    sort_flags,
     verdict,
 )
 
@@ -53,36 +39,9 @@ NAN = math.nan
 
 
 @dataclass(frozen=True)
-class LiteFit:
-    """A fit of ``y = a x^-alpha + c``; the fields of :class:`scalelib.scaling.PowerLawFit`."""
-
-    method: str
-    a: float
-    alpha: float
-    c: float
-    r2: float
-    r2_log: float
-    bits: float
-    n_runs: int
-    n_x: int
-    status: str = "ok"
-    message: str = ""
-    group: dict[str, Any] = field(default_factory=dict)
-    ci: dict[str, tuple[float, float]] | None = None
-    ci_level: float = CI_LEVEL
-    n_bootstrap: int = 0
-    bootstrap_seed: int | None = None
-    bootstrap_failures: int = 0
-    bootstrap_params: tuple[tuple[float, float, float], ...] = ()
-    flags: tuple[str, ...] = ()
-    best_y: float = NAN
-    baseline: dict[str, Any] | None = None
-    unconverged: int | None = None
-
-    @property
-    def drawable(self) -> bool:
-        """True when ``a``, ``alpha`` and ``c`` are finite (a curve can be drawn)."""
-        return all(math.isfinite(v) for v in (self.a, self.alpha, self.c))
+class LiteFit(rules.FitRecord):
+    """A fit of ``y = a x^-alpha + c``: the record of :class:`scalelib.scaling.PowerLawFit`
+    with a pure-Python curve and band."""
 
     def predict(self, x: float) -> float:
         """The fitted curve at ``x``."""
@@ -100,44 +59,6 @@ class LiteFit:
             low.append(percentile(values, tail))
             high.append(percentile(values, 100 - tail))
         return low, high
-
-    def to_dict(self, *, with_bootstrap_params: bool = True) -> dict[str, Any]:
-        """The layout of :meth:`scalelib.scaling.PowerLawFit.to_dict` (NaN kept as NaN)."""
-        out = {
-            "group": dict(self.group), "method": self.method, "n_runs": self.n_runs,
-            "n_x": self.n_x, "a": self.a, "alpha": self.alpha, "c": self.c, "r2": self.r2,
-            "r2_log": self.r2_log, "bits": self.bits, "status": self.status,
-            "message": self.message,
-            "ci": None if self.ci is None else {k: list(v) for k, v in self.ci.items()},
-            "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
-            "bootstrap_seed": self.bootstrap_seed, "bootstrap_failures": self.bootstrap_failures,
-            "flags": list(self.flags), "best_y": self.best_y, "baseline": self.baseline,
-            "unconverged": self.unconverged,
-        }
-        if with_bootstrap_params:
-            out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LiteFit:
-        """Rebuild a fit from a fits-JSON entry (``null`` numbers become NaN)."""
-        ci = data.get("ci")
-        return cls(
-            method=data["method"], a=_float(data["a"]), alpha=_float(data["alpha"]),
-            c=_float(data["c"]), r2=_float(data["r2"]), r2_log=_float(data["r2_log"]),
-            bits=_float(data["bits"]), n_runs=int(data["n_runs"]), n_x=int(data["n_x"]),
-            status=data.get("status", "ok"), message=data.get("message", ""),
-            group=dict(data.get("group") or {}),
-            ci=None if ci is None else {k: (_float(v[0]), _float(v[1])) for k, v in ci.items()},
-            ci_level=_float(data.get("ci_level", CI_LEVEL)),
-            n_bootstrap=int(data.get("n_bootstrap") or 0),
-            bootstrap_seed=data.get("bootstrap_seed"),
-            bootstrap_failures=int(data.get("bootstrap_failures") or 0),
-            bootstrap_params=tuple(tuple(_float(v) for v in p)
-                                   for p in data.get("bootstrap_params") or ()),
-            flags=tuple(data.get("flags") or ()), best_y=_float(data.get("best_y")),
-            baseline=data.get("baseline"), unconverged=data.get("unconverged"),
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +129,7 @@ def fit_rows(rows: Sequence[dict[str, Any]], *, x: str = "params", y: str = "bes
 
 def bootstrap(xs: Sequence[float], ys: Sequence[float], method: str = "huber", *,
               n_resamples: int = 200, seed: int = 0, fit: LiteFit | None = None,
-              level: float = CI_LEVEL,
+              level: float = rules.CI_LEVEL,
               on_resample: Callable[[], object] | None = None) -> LiteFit:
     """Percentile bootstrap over runs: resample points with replacement and refit each.
 
@@ -235,7 +156,7 @@ def bootstrap(xs: Sequence[float], ys: Sequence[float], method: str = "huber", *
             on_resample()
     tail = 50 * (1 - level)
     ci = {}
-    for name in CI_NAMES:
+    for name in rules.CI_NAMES:
         values = [v for v in (getattr(f, name) for f in kept) if math.isfinite(v)]
         ci[name] = ((percentile(values, tail), percentile(values, 100 - tail)) if values
                     else (NAN, NAN))
@@ -269,11 +190,6 @@ def summary_rows(fits: Sequence[LiteFit]) -> list[dict[str, Any]]:
 BITS_NOTE = ("bits is the differential entropy 0.5 log2(2 pi e c) of Gaussian noise of "
              "variance c; like any entropy of a continuous variable it is negative when "
              "c < 1/(2 pi e) = 0.0585, so a negative value or interval is no error.")
-
-
-def entropy_bits(c: float) -> float:
-    """Bits per masked gene of an irreducible MSE ``c``: ``0.5 * log2(2 pi e c)`` (NaN if c <= 0)."""
-    return 0.5 * math.log2(2 * math.pi * math.e * c) if c > 0 else NAN
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -316,17 +232,17 @@ def _grid_profile(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float,
     mean_x = sum(log_x) / len(log_x)
     centred = [v - mean_x for v in log_x]
     sxx = sum(v * v for v in centred)
-    top = GRID_TOP * min(ys)
+    top = rules.GRID_TOP * min(ys)
     profile = []
-    for i in range(GRID_POINTS):
-        c = top * i / (GRID_POINTS - 1)
+    for i in range(rules.GRID_POINTS):
+        c = top * i / (rules.GRID_POINTS - 1)
         target = [math.log(v - c) for v in ys]
         mean_t = sum(target) / len(target)
         slope = sum(t * u for t, u in zip(target, centred)) / sxx
         total = sum((t - mean_t) ** 2 for t in target)
         residual = sum((t - mean_t - slope * u) ** 2 for t, u in zip(target, centred))
         r2 = 1.0 - residual / total if total > 0 else 0.0
-        alpha = min(max(-slope, ALPHA_BOUNDS[0]), ALPHA_BOUNDS[1])
+        alpha = min(max(-slope, rules.ALPHA_BOUNDS[0]), rules.ALPHA_BOUNDS[1])
         if alpha != -slope:  # the exponent stays in its bounds: refit the intercept there
             intercept = mean_t + alpha * mean_x
             residual = sum((t - intercept + alpha * lx) ** 2 for t, lx in zip(target, log_x))
@@ -344,13 +260,15 @@ def fit_grid(xs: Sequence[float], ys: Sequence[float]) -> LiteFit:
     c, a, alpha, r2 = profile[best]
     issues = []
     if best == len(profile) - 1:
-        reason = f"c is at the top of its grid ({GRID_TOP} x min y): the floor is not resolved"
+        reason = (f"c is at the top of its grid ({rules.GRID_TOP} x min y): the floor is not "
+                  "resolved")
         issues.append(("c_at_bound", reason))
     if best == 0:
         issues.append(("c_at_bound", ("c is at the bottom of its grid (0): the floor is not "
                        "resolved")))
-    if alpha <= ALPHA_BOUNDS[0] and _rises([math.log(v) for v in xs], [math.log(v) for v in ys]):
-        issues.insert(0, ("increasing", RISING_MESSAGE))
+    log_x, log_y = [math.log(v) for v in xs], [math.log(v) for v in ys]
+    if alpha <= rules.ALPHA_BOUNDS[0] and _rises(log_x, log_y):
+        issues.insert(0, ("increasing", rules.RISING_MESSAGE))
     return _assemble("grid", xs, ys, a, alpha, c, r2, issues)
 
 
@@ -366,9 +284,9 @@ def _huber_objective(theta: Sequence[float], log_x: Sequence[float],
         term = log_a - alpha * lx
         high, low = (term, log_c) if term > log_c else (log_c, term)
         size = abs(ly - (high + math.log1p(math.exp(low - high))))
-        total += 0.5 * size * size if size <= HUBER_DELTA else HUBER_DELTA * (
-            size - 0.5 * HUBER_DELTA)
-    return total / HUBER_DELTA
+        total += 0.5 * size * size if size <= rules.HUBER_DELTA else rules.HUBER_DELTA * (
+            size - 0.5 * rules.HUBER_DELTA)
+    return total / rules.HUBER_DELTA
 
 
 def _default_starts(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float, float]]:
@@ -386,7 +304,7 @@ def _default_starts(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[floa
 
 def _grid_start(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float, float]]:
     c, a, alpha, _ = max(_grid_profile(xs, ys), key=lambda row: row[3])
-    if c > 0 and a > 0 and ALPHA_BOUNDS[0] < alpha < ALPHA_BOUNDS[1]:
+    if c > 0 and a > 0 and rules.ALPHA_BOUNDS[0] < alpha < rules.ALPHA_BOUNDS[1]:
         return [(math.log(a), alpha, math.log(c))]
     return []
 
@@ -405,8 +323,8 @@ def fit_huber(xs: Sequence[float], ys: Sequence[float],
     if max(ys) == min(ys):
         return _assemble("huber", xs, ys, 0.0, 0.0, ys[0], 0.0, [])
     log_x, log_y = [math.log(v) for v in xs], [math.log(v) for v in ys]
-    floor = math.log(min(ys)) - LOG_FLOOR
-    bounds = [(floor, math.inf), ALPHA_BOUNDS, (floor, math.inf)]
+    floor = math.log(min(ys)) - rules.LOG_FLOOR
+    bounds = [(floor, math.inf), rules.ALPHA_BOUNDS, (floor, math.inf)]
     if starts is None:
         starts = _grid_start(xs, ys) + _default_starts(xs, ys)
     best: tuple[float, list[float], bool] | None = None
@@ -421,10 +339,10 @@ def fit_huber(xs: Sequence[float], ys: Sequence[float],
     issues = []
     if not converged:
         issues.append(("not_converged", "Nelder-Mead did not converge"))
-    if min(abs(alpha - bound) for bound in ALPHA_BOUNDS) < 1e-6:
-        issues.append(("alpha_at_bound", f"alpha = {alpha:g} is at a bound {ALPHA_BOUNDS}"))
-    if alpha < ALPHA_BOUNDS[0] + 1e-6 and _rises(log_x, log_y):
-        issues.insert(0, ("increasing", RISING_MESSAGE))
+    if min(abs(alpha - bound) for bound in rules.ALPHA_BOUNDS) < 1e-6:
+        issues.append(("alpha_at_bound", f"alpha = {alpha:g} is at a bound {rules.ALPHA_BOUNDS}"))
+    if alpha < rules.ALPHA_BOUNDS[0] + 1e-6 and _rises(log_x, log_y):
+        issues.insert(0, ("increasing", rules.RISING_MESSAGE))
     return _assemble("huber", xs, ys, math.exp(log_a), alpha, math.exp(log_c), NAN, issues)
 
 
@@ -490,39 +408,9 @@ def _assemble(method: str, xs: Sequence[float], ys: Sequence[float], a: float, a
     log_pred = [_safe_log(_power_law(x, a, alpha, c)) for x in xs]
     r2_log = _r2(log_y, log_pred)
     p_value = _flat_p_value(log_y, log_pred)
-    rising = bool(issues) and issues[0][0] == "increasing"
-    if p_value > FLAT_P_VALUE and not rising:
-        reason = (f"y is flat in x: the power law fits log y not significantly better than a "
-                  f"constant (F-test p = {p_value:.2g} with {len(xs) - 3} residual degrees "
-                  "of freedom)")
-        if method == "huber":
-            a, alpha, c = 0.0, 0.0, math.exp(sum(log_y) / len(log_y))
-            r2 = r2_log = 0.0
-            reason += ("; reported as the constant L = c (geometric mean of y) with a = alpha "
-                       "= 0, because alpha is not identifiable as a -> 0")
-            issues = [("flat", reason)]
-        else:
-            issues = [("flat", reason + "; a, alpha, c and R^2 are reported as fitted"), *issues]
-    bits = entropy_bits(c)
-    if issues and issues[0][0] == "increasing":
-        bits = NAN  # a curve that rises has no floor to read as noise
-    if not c > 0:
-        issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
-    elif c < 1e-9 * min(ys):
-        reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
-        issues.append(("no_floor", reason))
-    shape_dof = len(set(xs)) - 3
-    if shape_dof < MIN_RESIDUAL_DOF:
-        issues.append(("unidentified", (f"{shape_dof} residual degree(s) of freedom in the "
-                       f"curve's shape ({len(set(xs))} distinct sizes - 3 parameters, "
-                       f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
-                       "add sizes")))
-    if method == "huber":
-        r2 = r2_log
-    flags = sort_flags(flag for flag, _ in issues)
-    return LiteFit(method=method, a=float(a), alpha=float(alpha), c=float(c), r2=float(r2),
-                   r2_log=float(r2_log), bits=float(bits), n_runs=len(xs), n_x=len(set(xs)),
-                   status=most_serious(flags), message="; ".join(text for _, text in issues))
+    fields = rules.judged(method, a, alpha, c, r2, r2_log, p_value, issues, n_points=len(xs),
+                    n_sizes=len(set(xs)), min_y=min(ys), mean_log_y=sum(log_y) / len(log_y))
+    return LiteFit(method=method, n_runs=len(xs), n_x=len(set(xs)), best_y=min(ys), **fields)
 
 
 def _rises(log_x: Sequence[float], log_y: Sequence[float]) -> bool:
@@ -539,7 +427,7 @@ def _rises(log_x: Sequence[float], log_y: Sequence[float]) -> bool:
     if residual == 0.0:
         return True
     t_squared = slope**2 * spread * dof / residual
-    return _betainc(dof / 2, 0.5, dof / (dof + t_squared)) < FLAT_P_VALUE
+    return _betainc(dof / 2, 0.5, dof / (dof + t_squared)) < rules.FLAT_P_VALUE
 
 
 def _flat_p_value(log_y: Sequence[float], log_pred: Sequence[float], n_params: int = 3) -> float:
@@ -620,6 +508,7 @@ def _float(value: Any) -> float:
 
 
 def _fitter(method: str) -> Callable[[Sequence[float], Sequence[float]], LiteFit]:
-    if method not in METHODS:
-        raise ScalelibError(f"unknown fit method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in rules.METHODS:
+        raise ScalelibError(f"unknown fit method {method!r}; choose one of "
+                            f"{', '.join(rules.METHODS)}")
     return fit_grid if method == "grid" else fit_huber

@@ -8,17 +8,15 @@ the parameters a method fitted (see :mod:`scalelib.scaling` for every field and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special
 
-from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, FLAT_P_VALUE
-from scalelib.scaling.numerics import _float, _log_r2, _power_law, entropy_bits
+from scalelib.fitrules import ALPHA_BOUNDS, FLAT_P_VALUE, FitRecord, judged
+from scalelib.scaling.numerics import _log_r2, _power_law
 from scalelib.scaling.params import _sample_columns
 from scalelib.statuses import (
-    MIN_RESIDUAL_DOF,
     UNIDENTIFIED_SHARE,
     interval_share,
     most_serious,
@@ -27,7 +25,7 @@ from scalelib.statuses import (
 
 
 @dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(FitRecord):
     """A fit of ``y = a x^-alpha + c`` (see :mod:`scalelib.scaling` for every field).
 
     ``bootstrap_params`` holds one ``(a, alpha, c)`` triple per kept bootstrap resample, so
@@ -38,38 +36,6 @@ class PowerLawFit:
     (None when the table has no ``converged`` column) counts the runs carrying the fit that
     had not converged.
     """
-
-    method: str
-    a: float
-    alpha: float
-    c: float
-    r2: float
-    r2_log: float
-    bits: float
-    n_runs: int
-    n_x: int
-    status: str = "ok"
-    message: str = ""
-    group: dict[str, Any] = field(default_factory=dict)
-    ci: dict[str, tuple[float, float]] | None = None
-    ci_level: float = CI_LEVEL
-    n_bootstrap: int = 0
-    bootstrap_seed: int | None = None
-    bootstrap_failures: int = 0
-    bootstrap_params: tuple[tuple[float, float, float], ...] = ()
-    flags: tuple[str, ...] = ()
-    best_y: float = math.nan
-    baseline: dict[str, Any] | None = None
-    unconverged: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.status != "ok" and self.status not in self.flags:  # a status is always a flag
-            object.__setattr__(self, "flags", sort_flags((*self.flags, self.status)))
-
-    @property
-    def ok(self) -> bool:
-        """True when the fit has no problem worth a warning."""
-        return self.status == "ok"
 
     def predict(self, x: float | np.ndarray) -> np.ndarray:
         """The fitted curve ``a x^-alpha + c`` at ``x``.
@@ -110,65 +76,6 @@ class PowerLawFit:
                             columns.c[:, None])
         tail = 50 * (1 - (level or self.ci_level))
         return np.nanpercentile(curves, tail, axis=0), np.nanpercentile(curves, 100 - tail, axis=0)
-
-    def to_dict(self, *, with_bootstrap_params: bool = True) -> dict[str, Any]:
-        """A JSON-ready dictionary in the layout of :mod:`scalelib.scaling` (NaN kept as NaN).
-
-        Parameters
-        ----------
-        with_bootstrap_params
-            Include ``bootstrap_params`` (one ``[a, alpha, c]`` list per kept resample).
-        """
-        out = {
-            "group": dict(self.group), "method": self.method,
-            "n_runs": self.n_runs, "n_x": self.n_x,
-            "a": self.a, "alpha": self.alpha, "c": self.c,
-            "r2": self.r2, "r2_log": self.r2_log, "bits": self.bits,
-            "status": self.status, "message": self.message,
-            "ci": None if self.ci is None else {k: list(v) for k, v in self.ci.items()},
-            "ci_level": self.ci_level,
-            "n_bootstrap": self.n_bootstrap, "bootstrap_seed": self.bootstrap_seed,
-            "bootstrap_failures": self.bootstrap_failures,
-            "flags": list(self.flags), "best_y": self.best_y,
-            "baseline": None if self.baseline is None else dict(self.baseline),
-            "unconverged": self.unconverged,
-        }
-        if with_bootstrap_params:
-            out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PowerLawFit:
-        """Rebuild a fit from :meth:`to_dict` output (``null`` numbers become NaN).
-
-        Parameters
-        ----------
-        data
-            Dictionary with at least ``method``, ``a``, ``alpha``, ``c``, ``r2``, ``r2_log``,
-            ``bits``, ``n_runs`` and ``n_x``; missing optional keys take their defaults.
-        """
-        ci = data.get("ci")
-        return cls(
-            method=data["method"],
-            a=_float(data["a"]), alpha=_float(data["alpha"]), c=_float(data["c"]),
-            r2=_float(data["r2"]), r2_log=_float(data["r2_log"]), bits=_float(data["bits"]),
-            n_runs=int(data["n_runs"]), n_x=int(data["n_x"]),
-            status=data.get("status", "ok"), message=data.get("message", ""),
-            group=dict(data.get("group") or {}),
-            ci=None if ci is None else {k: (_float(v[0]), _float(v[1])) for k, v in ci.items()},
-            ci_level=_float(data.get("ci_level", CI_LEVEL)),
-            n_bootstrap=int(data.get("n_bootstrap") or 0),
-            bootstrap_seed=data.get("bootstrap_seed"),
-            bootstrap_failures=int(data.get("bootstrap_failures") or 0),
-            bootstrap_params=tuple(
-                tuple(_float(v) for v in p) for p in data.get("bootstrap_params") or ()
-            ),
-            flags=tuple(data.get("flags") or ([] if data.get("status", "ok") == "ok"
-                                              else [data["status"]])),
-            best_y=_float(data.get("best_y")),
-            baseline=dict(data["baseline"]) if data.get("baseline") else None,
-            unconverged=data.get("unconverged"),
-        )
 
     def with_issues(self, issues: list[tuple[str, str]]) -> PowerLawFit:
         """This fit with more ``(flag, reason)`` issues: flags merged, reasons appended to
@@ -229,23 +136,6 @@ def rises(log_x: np.ndarray, log_y: np.ndarray) -> bool:
     return float(special.betainc(dof / 2, 0.5, dof / (dof + t_squared))) < FLAT_P_VALUE
 
 
-def flat_reason(p_value: float, n_points: int, n_params: int = 3) -> str:
-    """The message of a ``flat`` fit: its F-test p-value and residual degrees of freedom.
-
-    Parameters
-    ----------
-    p_value
-        p-value of the F-test of the power law against a constant, in log y.
-    n_points
-        Number of fitted points.
-    n_params
-        Parameters of the power law (3).
-    """
-    return (f"y is flat in x: the power law fits log y not significantly better than a "
-            f"constant (F-test p = {p_value:.2g} with {n_points - n_params} residual degrees "
-            "of freedom)")
-
-
 def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: float, c: float,
               r2: float, issues: list[tuple[str, str]]) -> PowerLawFit:
     """Add r2_log, bits, the flatness test and the status to fitted parameters.
@@ -261,40 +151,11 @@ def _assemble(method: str, xs: np.ndarray, ys: np.ndarray, a: float, alpha: floa
     r2_log = _log_r2(ys, predicted)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = _flat_p_value(np.log(ys), np.log(predicted))
-    rising = bool(issues) and issues[0][0] == "increasing"
-    if p_value > FLAT_P_VALUE and not rising:
-        reason = flat_reason(p_value, xs.size)
-        if method == "huber":
-            a, alpha, c = 0.0, 0.0, float(np.exp(np.mean(np.log(ys))))
-            r2 = r2_log = 0.0
-            reason += ("; reported as the constant L = c (geometric mean of y) with a = alpha "
-                       "= 0, because alpha is not identifiable as a -> 0")
-            issues = [("flat", reason)]
-        else:
-            reason += "; a, alpha, c and R^2 are reported as fitted"
-            issues = [("flat", reason), *issues]
-    bits = entropy_bits(c)
-    if issues and issues[0][0] == "increasing":
-        bits = math.nan  # a curve that rises has no floor to read as noise
-    if not c > 0:
-        issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
-    elif c < 1e-9 * ys.min():
-        reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
-        issues.append(("no_floor", reason))
-    shape_dof = int(np.unique(xs).size) - 3  # seeds at one size do not pin the curve's shape
-    if shape_dof < MIN_RESIDUAL_DOF:
-        issues.append(("unidentified", (f"{shape_dof} residual degree(s) of freedom in the "
-                       f"curve's shape ({np.unique(xs).size} distinct sizes - 3 parameters, "
-                       f"fewer than {MIN_RESIDUAL_DOF}): a, alpha and c are not identified; "
-                       "add sizes")))
-    if method == "huber":
-        r2 = r2_log
-    flags = sort_flags(flag for flag, _ in issues)
-    return PowerLawFit(method=method, a=float(a), alpha=float(alpha), c=float(c), r2=float(r2),
-                       r2_log=float(r2_log), bits=float(bits), n_runs=int(xs.size),
-                       n_x=int(np.unique(xs).size), status=most_serious(flags),
-                       message="; ".join(text for _, text in issues), flags=flags,
-                       best_y=float(ys.min()))
+    fields = judged(method, a, alpha, c, r2, r2_log, p_value, issues, n_points=int(xs.size),
+                    n_sizes=int(np.unique(xs).size), min_y=float(ys.min()),
+                    mean_log_y=float(np.mean(np.log(ys))))
+    return PowerLawFit(method=method, n_runs=int(xs.size), n_x=int(np.unique(xs).size),
+                       best_y=float(ys.min()), **fields)
 
 
 def interval_issues(fit: PowerLawFit, y_min: float) -> list[tuple[str, str]]:

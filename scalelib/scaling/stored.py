@@ -52,10 +52,11 @@ def stored_fits_mismatch(stored: FitsFile, rows: pl.DataFrame,
     return None
 
 
-def stored_or_fitted(sweep_dir: str | Path, rows: pl.DataFrame, *,
-                     methods: Sequence[str] = METHODS, n_bootstrap: int = 1000, seed: int = 0,
-                     refit: bool = False,
-                     on_resample: Callable[[], object] | None = None) -> tuple[FitsFile, str | None]:
+def stored_or_fitted(
+    sweep_dir: str | Path, rows: pl.DataFrame, *, methods: Sequence[str] = METHODS,
+    n_bootstrap: int = 1000, seed: int = 0, refit: bool = False,
+    on_resample: Callable[[], object] | None = None,
+) -> tuple[FitsFile, str | None]:
     """The fits per regime of ``rows``: ``sweep_dir/fits.json`` when it matches, else fitted.
 
     Parameters

@@ -5,14 +5,22 @@ gradient clipping, AdamW) on random expression values, so it measures the model 
 training step, not data loading. The peak is this machine's measured throughput of one large
 square matrix product in the same precision, so the ratio is a model-FLOPs utilisation (MFU)
 against what the device actually sustains, not against a datasheet.
+
+:func:`compare_reference` times the model side by side with a reference build of the same
+published architecture from ``torch.nn.TransformerEncoder`` (fp32, eager, dropout 0.1 on
+attention weights too), step for step in one process, from the same weights on the same
+batches and masks, so that a busy machine slows both alike and the losses can be compared.
 """
 
 from __future__ import annotations
 
+import copy
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.hardware import resolve_device, resolve_dtype
@@ -122,4 +130,155 @@ def benchmark_training(
         tokens_per_s=cells_per_s * n_genes, flops_per_cell=flops_per_cell,
         achieved_flops=cells_per_s * flops_per_cell, peak_matmul_flops=peak,
         mfu=cells_per_s * flops_per_cell / peak,
+    )
+
+
+class ReferenceTransformer(nn.Module):
+    """The published architecture built from ``torch.nn.TransformerEncoder``, for comparison.
+
+    Gene embedding, value projection, mask vector and head as in
+    :class:`~scalelib.model.MaskedExpressionTransformer`; the blocks are pre-LayerNorm
+    ``nn.TransformerEncoderLayer`` s with GELU and the same dropout on attention weights, the
+    feed-forward hidden layer and both residual branches. Built from a model, it starts from
+    that model's weights.
+
+    Parameters
+    ----------
+    model
+        The model whose shape and weights to copy.
+    dropout
+        Dropout everywhere, attention weights included.
+    """
+
+    def __init__(self, model: MaskedExpressionTransformer, dropout: float = 0.1) -> None:
+        super().__init__()
+        size = model.size
+        self.gene_embedding = copy.deepcopy(model.gene_embedding)
+        self.value_projection = copy.deepcopy(model.value_projection)
+        self.mask_embedding = copy.deepcopy(model.mask_embedding)
+        self.head = copy.deepcopy(model.head)
+        layer = nn.TransformerEncoderLayer(
+            size.d_model, size.n_heads, size.ff_mult * size.d_model, dropout, "gelu",
+            batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, size.n_layers, enable_nested_tensor=False)
+        with torch.no_grad():
+            for reference, block in zip(self.encoder.layers, model.blocks, strict=True):
+                reference.self_attn.in_proj_weight.copy_(block.qkv.weight)
+                reference.self_attn.in_proj_bias.copy_(block.qkv.bias)
+                reference.self_attn.out_proj.load_state_dict(block.attn_out.state_dict())
+                reference.norm1.load_state_dict(block.attn_norm.state_dict())
+                reference.norm2.load_state_dict(block.ff_norm.state_dict())
+                reference.linear1.load_state_dict(block.ff_in.state_dict())
+                reference.linear2.load_state_dict(block.ff_out.state_dict())
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predict one value per gene, shape ``(batch, n_genes)``."""
+        visible = values.masked_fill(mask, 0.0).unsqueeze(-1)
+        value_tokens = torch.where(mask.unsqueeze(-1), self.mask_embedding,
+                                   self.value_projection(visible))
+        hidden = self.encoder(self.gene_embedding.weight + value_tokens)
+        return self.head(hidden).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Side-by-side figures of the model and the reference build."""
+
+    size: str
+    n_genes: int
+    batch_size: int
+    dtype: str
+    attention_dropout: float
+    steps_timed: int
+    seconds_per_step: float
+    reference_seconds_per_step: float
+    speedup: float
+    mfu: float
+    peak_matmul_flops: float
+    final_loss: float
+    reference_final_loss: float
+    loss_noise: float
+
+    def to_dict(self) -> dict:
+        """The figures as a plain dictionary."""
+        return asdict(self)
+
+
+def compare_reference(
+    size: ModelSize,
+    n_genes: int,
+    batch_size: int,
+    *,
+    steps: int = 20,
+    warmup_steps: int = 2,
+    dtype: str = "auto",
+    attention_dropout: float | None = None,
+    loss_window: int = 10,
+    seed: int = 0,
+) -> Comparison:
+    """Time the model and :class:`ReferenceTransformer` step for step on a CPU.
+
+    Both start from the same weights and take the same optimiser steps on the same random
+    batches and masks; steps alternate between the two (which goes first alternates too).
+
+    Parameters
+    ----------
+    size, n_genes, batch_size
+        Model shape, vocabulary size V and cells per step.
+    steps, warmup_steps
+        Timed and untimed steps of each model.
+    dtype
+        Precision of the model (``auto`` resolves as in training); the reference runs in fp32.
+    attention_dropout
+        Attention-weight dropout of the model (None: as dropout, 0.1); the reference keeps 0.1.
+    loss_window
+        The final loss of each is the mean over this many last steps.
+    seed
+        Seed of the weights, batches and masks.
+
+    Returns
+    -------
+    Comparison
+        Seconds per step of each (medians), ``speedup`` (the median of the per-step ratios
+        reference / model), the model's MFU, the final losses and ``loss_noise``: the standard
+        error of their difference, from the spread of the paired differences over the last
+        ``loss_window`` steps (both see the same batches, so only dropout and the path the
+        weights took differ).
+    """
+    config = TrainConfig(max_steps=warmup_steps + steps, batch_size=batch_size, dtype=dtype,
+                         device="cpu")
+    device = torch.device("cpu")
+    chosen_dtype = resolve_dtype(dtype, device, size)
+    torch.manual_seed(seed)
+    model = MaskedExpressionTransformer(size, n_genes, attention_dropout=attention_dropout).train()
+    reference = ReferenceTransformer(model).train()
+    runs = [(model, make_optimizer(model, config, device), chosen_dtype),
+            (reference, make_optimizer(reference, config, device), "fp32")]
+    generator = torch.Generator().manual_seed(seed)
+    seconds: list[list[float]] = [[], []]
+    losses: list[list[float]] = [[], []]
+    for step in range(warmup_steps + steps):
+        values = torch.rand(batch_size, n_genes, generator=generator) * 4.0
+        mask = torch.rand(values.shape, generator=generator) < config.mask_rate
+        for which in ((0, 1) if step % 2 else (1, 0)):
+            net, optimizer, run_dtype = runs[which]
+            started = time.perf_counter()
+            loss = optimiser_step(net, optimizer, values, mask, config.lr, config, run_dtype)
+            if step >= warmup_steps:
+                seconds[which].append(time.perf_counter() - started)
+            losses[which].append(loss)
+    ratios = [ref / ours for ours, ref in zip(*seconds, strict=True)]
+    ours, ref = (statistics.median(times) for times in seconds)
+    last = [values[-loss_window:] for values in losses]
+    differences = [a - b for a, b in zip(*last, strict=True)]
+    noise = (statistics.variance(differences) / len(differences)) ** 0.5
+    peak = measure_matmul_peak(device, chosen_dtype)
+    return Comparison(
+        size=size.name, n_genes=n_genes, batch_size=batch_size, dtype=chosen_dtype,
+        attention_dropout=model.blocks[0].attention_dropout, steps_timed=steps,
+        seconds_per_step=ours, reference_seconds_per_step=ref,
+        speedup=statistics.median(ratios),
+        mfu=batch_size * model.training_flops_per_cell() / ours / peak, peak_matmul_flops=peak,
+        final_loss=statistics.fmean(last[0]), reference_final_loss=statistics.fmean(last[1]),
+        loss_noise=noise,
     )

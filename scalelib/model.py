@@ -10,7 +10,8 @@ linear head ``d -> 1`` that predicts one value per gene. A block computes what
 ``torch.nn.TransformerEncoderLayer(d, heads, ff_mult * d, dropout, "gelu", batch_first=True,
 norm_first=True)`` computes, dropout included (on attention weights, on the feed-forward hidden
 layer and on both residual branches; the tests check the equivalence), with attention through
-``scaled_dot_product_attention``.
+``scaled_dot_product_attention``, or on a CPU with attention dropout through the tiled attention
+of :mod:`scalelib.cpu_dropout` (PyTorch's fused CPU kernel has no dropout).
 
 The network is tensor-only: it knows nothing of AnnData or files.
 """
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scalelib import cpu_dropout
 from scalelib.config import ModelSize
 
 
@@ -38,8 +40,7 @@ class EncoderBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(d_model)
         self.ff_in = nn.Linear(d_model, ff_mult * d_model)
         self.ff_out = nn.Linear(ff_mult * d_model, d_model)
-        self.residual_dropout = nn.Dropout(dropout)
-        self.ff_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block.
@@ -54,16 +55,17 @@ class EncoderBlock(nn.Module):
         torch.Tensor
             Updated token states, same shape as ``x``.
         """
-        x = x + self.residual_dropout(self.attn_out(self._attend(self.attn_norm(x))))
-        hidden = self.ff_dropout(F.gelu(self.ff_in(self.ff_norm(x))))
-        return x + self.residual_dropout(self.ff_out(hidden))
+        x = x + self._dropout(self.attn_out(self._attend(self.attn_norm(x))))
+        hidden = self._dropout(F.gelu(self.ff_in(self.ff_norm(x))))
+        return x + self._dropout(self.ff_out(hidden))
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_dropout.dropout(x, self.dropout, self.training)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        attended = cpu_dropout.attention(q, k, v, self.attention_dropout, self.training)
         return attended.transpose(1, 2).reshape(batch, tokens, width)
 
 
@@ -79,8 +81,8 @@ class MaskedExpressionTransformer(nn.Module):
     dropout
         Dropout on the feed-forward hidden layer and on both residual branches.
     attention_dropout
-        Dropout on attention weights (None: same as ``dropout``). On a CPU, any attention
-        dropout sends attention down PyTorch's unfused path, several times slower.
+        Dropout on attention weights (None: same as ``dropout``). On a CPU it costs extra
+        (see :mod:`scalelib.cpu_dropout`): without it, attention uses PyTorch's fused kernel.
     """
 
     def __init__(self, size: ModelSize, n_genes: int, dropout: float = 0.1,

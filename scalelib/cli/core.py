@@ -202,6 +202,9 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--attention-dropout", type=float,
                         help="dropout on attention weights (default: as dropout, 0.1)")
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="time a plain nn.TransformerEncoder build (fp32, dropout 0.1) "
+                             "side by side on a CPU and print both, the ratio and the losses")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=_bench)
 
@@ -209,6 +212,8 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from scalelib.bench import benchmark_training
 
+    if args.compare_reference:
+        return _bench_against_reference(args)
     result = benchmark_training(
         find_size(args.size), args.genes, args.batch, steps=args.steps, dtype=args.dtype,
         device=args.device, attention_dropout=args.attention_dropout,
@@ -223,4 +228,33 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"  achieved {result.achieved_flops / 1e9:,.2f} GFLOP/s of a measured "
           f"{result.dtype} matmul peak {result.peak_matmul_flops / 1e9:,.1f} GFLOP/s "
           f"(MFU {result.mfu:.1%})")
+    return 0
+
+
+def _bench_against_reference(args: argparse.Namespace) -> int:
+    from scalelib.bench import compare_reference
+
+    if args.device not in ("auto", "cpu"):
+        raise ScalelibError("--compare-reference runs on the CPU; drop --device")
+    result = compare_reference(find_size(args.size), args.genes, args.batch, steps=args.steps,
+                               dtype=args.dtype, attention_dropout=args.attention_dropout)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{result.size} V={result.n_genes} batch {result.batch_size}, {result.steps_timed} "
+          "steps each, alternating in one process, same weights, batches and masks")
+    for label, seconds, loss in (
+        ("nn.TransformerEncoder fp32, attention dropout 0.1", result.reference_seconds_per_step,
+         result.reference_final_loss),
+        (f"scalelib {result.dtype}, attention dropout {result.attention_dropout:g}",
+         result.seconds_per_step, result.final_loss),
+    ):
+        print(f"  {label:<52} {seconds * 1e3:9.1f} ms/step {result.batch_size / seconds:9.1f} "
+              f"cells/s  loss {loss:.4f}")
+    difference = result.final_loss - result.reference_final_loss
+    verdict = "equal within noise" if abs(difference) <= 3 * result.loss_noise else "DIFFERENT"
+    print(f"  speed-up {result.speedup:.2f}x (median of per-step ratios); MFU {result.mfu:.1%} of "
+          f"a measured {result.dtype} matmul peak {result.peak_matmul_flops / 1e9:,.1f} GFLOP/s")
+    print(f"  loss difference {difference:+.4f} (standard error {result.loss_noise:.4f}): "
+          f"{verdict}")
     return 0

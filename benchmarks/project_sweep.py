@@ -23,8 +23,8 @@ import torch
 
 from scalelib.bench import benchmark_training
 from scalelib.config import PAPER_REGIMES, TRAIN_PRESETS, find_size
+from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.model import MaskedExpressionTransformer
-from scalelib.train import resolve_device, resolve_dtype
 
 
 def evaluation_cells_per_s(size_name: str, n_genes: int, batch_size: int, device: str,

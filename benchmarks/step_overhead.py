@@ -22,8 +22,9 @@ import torch
 
 from scalelib.config import DEMO_REGIMES, TRAIN_PRESETS, TrainConfig, find_size
 from scalelib.data.preprocess import simulate_dataset
+from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.model import MaskedExpressionTransformer
-from scalelib.train import make_optimizer, optimiser_step, resolve_device, resolve_dtype, train
+from scalelib.train import make_optimizer, optimiser_step, train
 
 
 def model_step_seconds(size_name: str, n_genes: int, config: TrainConfig, steps: int) -> float:

@@ -189,6 +189,7 @@ class Comparison:
     batch_size: int
     dtype: str
     attention_dropout: float
+    threads: int
     steps_timed: int
     seconds_per_step: float
     reference_seconds_per_step: float
@@ -275,7 +276,8 @@ def compare_reference(
     peak = measure_matmul_peak(device, chosen_dtype)
     return Comparison(
         size=size.name, n_genes=n_genes, batch_size=batch_size, dtype=chosen_dtype,
-        attention_dropout=model.blocks[0].attention_dropout, steps_timed=steps,
+        attention_dropout=model.blocks[0].attention_dropout, threads=torch.get_num_threads(),
+        steps_timed=steps,
         seconds_per_step=ours, reference_seconds_per_step=ref,
         speedup=statistics.median(ratios),
         mfu=batch_size * model.training_flops_per_cell() / ours / peak, peak_matmul_flops=peak,

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
 from scalelib.data.preprocess import simulate_dataset
+from scalelib.hardware import resolve_dtype
 from scalelib.model import MaskedExpressionTransformer
-from scalelib.train import make_optimizer, resolve_dtype, train
+from scalelib.train import make_optimizer, train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -202,6 +202,8 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--attention-dropout", type=float,
                         help="dropout on attention weights (default: as dropout, 0.1)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (default: torch's, one per core)")
     parser.add_argument("--compare-reference", action="store_true",
                         help="time a plain nn.TransformerEncoder build (fp32, dropout 0.1) "
                              "side by side on a CPU and print both, the ratio and the losses")
@@ -210,8 +212,14 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import torch
+
     from scalelib.bench import benchmark_training
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ScalelibError("--threads must be a positive integer")
+        torch.set_num_threads(args.threads)
     if args.compare_reference:
         return _bench_against_reference(args)
     result = benchmark_training(
@@ -241,8 +249,9 @@ def _bench_against_reference(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(f"{result.size} V={result.n_genes} batch {result.batch_size}, {result.steps_timed} "
-          "steps each, alternating in one process, same weights, batches and masks")
+    print(f"{result.size} V={result.n_genes} batch {result.batch_size} on {result.threads} CPU "
+          f"threads, {result.steps_timed} steps each, alternating in one process, same weights, "
+          "batches and masks")
     for label, seconds, loss in (
         ("nn.TransformerEncoder fp32, attention dropout 0.1", result.reference_seconds_per_step,
          result.reference_final_loss),

@@ -27,6 +27,9 @@ MASK_BITS = 16
 # (cell, head) pairs per attention tile aim at this many weights (1 MiB of fp32): a tile's
 # scores, probabilities and mask stay in a core's L2 cache.
 TILE_WEIGHTS = 1 << 18
+# Below this many elements torch's own dropout is faster (the mask's fixed cost dominates):
+# forward plus backward on one thread, 16,384 elements 255 vs 221 us, 32,768: 284 vs 350 us.
+MIN_ELEMENTS = 1 << 15
 
 
 def _threshold(p: float) -> int:
@@ -89,7 +92,8 @@ class _Dropout(torch.autograd.Function):
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``torch.nn.functional.dropout`` with a cheaper mask on a CPU (elsewhere the same call).
+    """``torch.nn.functional.dropout`` with a cheaper mask on a CPU for tensors of at least
+    ``MIN_ELEMENTS`` (otherwise the same call).
 
     Parameters
     ----------
@@ -102,7 +106,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.numel() < MIN_ELEMENTS:
         return torch.nn.functional.dropout(x, p, training=True)
     return _Dropout.apply(x, p)
 

@@ -1,16 +1,26 @@
 """The results table: one row per training run, as parquet, appended atomically.
 
 Every stage after training reads this table (and the fit JSON), never the training code.
+
+On disk each row carries a SHA-256 of its values (column ``row_sha256``, checked and dropped
+when read), so a damaged file that still parses is caught rather than read with changed
+values. Appends hold an exclusive lock (``.results.parquet.lock`` beside the table) for the
+whole read-modify-write, so concurrent writers lose no rows; readers need no lock because a
+write replaces the file atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from pathlib import Path
 
 import polars as pl
 
 from scalelib.atomic import atomic_path
-from scalelib.errors import ScalelibError
+from scalelib.errors import ScalelibError, read_failures
+from scalelib.locks import file_lock
 
 # Column -> (polars dtype, meaning). The order here is the column order on disk.
 RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
@@ -66,6 +76,7 @@ RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
 # Columns added after tables were first written, with the value an older table implies.
 LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
                                     "val_improvement": None}
+CHECKSUM_COLUMN = "row_sha256"
 
 
 def empty_results() -> pl.DataFrame:
@@ -101,7 +112,7 @@ def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def read_results(path: str | Path) -> pl.DataFrame:
-    """Read a results table (an empty table when the file does not exist yet).
+    """Read and verify a results table (an empty table when the file does not exist yet).
 
     Parameters
     ----------
@@ -116,36 +127,84 @@ def read_results(path: str | Path) -> pl.DataFrame:
     Raises
     ------
     ScalelibError
-        The file cannot be read or lacks a schema column.
+        The file cannot be read (whatever the reader raised, Rust panics included), lacks a
+        schema column, has a column of the wrong type, or a row does not match its checksum.
     """
     path = Path(path)
     if not path.exists():
         return empty_results()
-    try:
-        table = pl.read_parquet(path)
-    except Exception as error:  # polars raises several types for a corrupt file
-        raise ScalelibError(
-            f"cannot read results table {path} ({error}); move it aside and re-run the sweep"
-        ) from error
+    fix = _repair_advice(path)
+    with read_failures(path, fix):
+        table = _parse_parquet(path.read_bytes())  # one open: no torn reads
+    if CHECKSUM_COLUMN in table.columns:  # checked on the columns as stored
+        damaged = _rows_failing_checksum(table)
+        if damaged:
+            raise ScalelibError(f"{path} is damaged: {damaged} row(s) do not match their "
+                                f"checksum; {fix}")
     table = table.with_columns(
         pl.lit(value, dtype=RESULTS_SCHEMA[name][0]).alias(name)
         for name, value in LATER_COLUMNS.items() if name not in table.columns)
     missing = [name for name in RESULT_COLUMNS if name not in table.columns]
+    if missing and CHECKSUM_COLUMN in table.columns:
+        raise ScalelibError(f"{path} is damaged (missing {', '.join(missing[:5])}); {fix}")
     if missing:
         raise ScalelibError(
             f"{path} is not a scalelib results table (missing {', '.join(missing[:5])}); "
             "point to the results.parquet a sweep wrote"
         )
-    return table.select(RESULT_COLUMNS)
+    wrong = [name for name in RESULT_COLUMNS
+             if table.schema[name] not in (RESULTS_SCHEMA[name][0], pl.Null)]
+    if wrong:
+        raise ScalelibError(f"{path} has column(s) {', '.join(wrong[:5])} of the wrong type; {fix}")
+    return table.select(pl.col(name).cast(RESULTS_SCHEMA[name][0]) for name in RESULT_COLUMNS)
 
 
-def write_results(table: pl.DataFrame, path: str | Path) -> Path:
-    """Write a results table atomically (temporary file, then rename).
+def _parse_parquet(data: bytes) -> pl.DataFrame:
+    # pyarrow, not polars: on damaged bytes polars' reader can abort the process (a failed
+    # allocation in Rust), which no handler catches; pyarrow raises, and a full validation
+    # catches what would make the conversion panic (invalid UTF-8).
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(io.BytesIO(data))
+    arrow.validate(full=True)
+    return pl.from_arrow(arrow)
+
+
+def _repair_advice(path: Path) -> str:
+    if path.name == "results.parquet" and (path.parent / "runs").is_dir():
+        return (f"rebuild it from its run directories with "
+                f"`scalelib sweep --rebuild-table --out {path.parent}`")
+    return "restore it from a copy, or rerun the sweep that wrote it"
+
+
+def row_checksums(table: pl.DataFrame) -> list[str]:
+    """SHA-256 of each row's column names and values (every column but ``row_sha256``).
 
     Parameters
     ----------
     table
-        Results table holding at least the schema's columns; only those are written.
+        Any table; values are hashed as JSON (floats in their shortest exact form).
+    """
+    columns = [name for name in table.columns if name != CHECKSUM_COLUMN]
+    return [
+        hashlib.sha256(json.dumps([columns, list(row)], default=str).encode()).hexdigest()
+        for row in table.select(columns).iter_rows()
+    ]
+
+
+def _rows_failing_checksum(table: pl.DataFrame) -> int:
+    stored = table[CHECKSUM_COLUMN].to_list()
+    return sum(a != b for a, b in zip(stored, row_checksums(table), strict=True))
+
+
+def write_results(table: pl.DataFrame, path: str | Path) -> Path:
+    """Write a results table atomically (temporary file, then rename) with row checksums.
+
+    Parameters
+    ----------
+    table
+        Results table holding at least the schema's columns; only those are written, followed
+        by ``row_sha256``.
     path
         Destination parquet file.
 
@@ -155,13 +214,24 @@ def write_results(table: pl.DataFrame, path: str | Path) -> Path:
         ``path``.
     """
     path = Path(path)
+    table = table.select(pl.col(name).cast(RESULTS_SCHEMA[name][0]) for name in RESULT_COLUMNS)
+    table = table.with_columns(pl.Series(CHECKSUM_COLUMN, row_checksums(table), dtype=pl.Utf8))
     with atomic_path(path) as temporary:
-        table.select(RESULT_COLUMNS).write_parquet(temporary)
+        table.write_parquet(temporary)
     return path
+
+
+def table_lock_path(path: str | Path) -> Path:
+    """The lock file that serialises writers of the results table at ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
 
 
 def append_results(rows: list[dict], path: str | Path) -> pl.DataFrame:
     """Append rows to the table at ``path``, replacing earlier rows of the same run_id.
+
+    The read and the write happen under the table's lock, so appends by concurrent
+    processes are serialised and none is lost.
 
     Parameters
     ----------
@@ -176,10 +246,11 @@ def append_results(rows: list[dict], path: str | Path) -> pl.DataFrame:
         The whole table as written: kept earlier rows, then the new rows.
     """
     new = rows_to_frame(rows)
-    existing = read_results(path)
-    kept = existing.filter(~pl.col("run_id").is_in(new["run_id"].to_list()))
-    table = pl.concat([kept, new], how="vertical")
-    write_results(table, path)
+    with file_lock(table_lock_path(path)):
+        existing = read_results(path)
+        kept = existing.filter(~pl.col("run_id").is_in(new["run_id"].to_list()))
+        table = pl.concat([kept, new], how="vertical")
+        write_results(table, path)
     return table
 
 

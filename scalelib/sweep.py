@@ -1,9 +1,18 @@
-"""Plan and run many trainings (sizes x seeds x data sizes), resumably.
+"""Plan and run many trainings (sizes x seeds x data sizes), resumably and concurrently.
 
 A sweep directory holds ``results.parquet`` (one row per finished run, see
-:mod:`scalelib.results`) and ``runs/<run_id>/`` (checkpoint, curve, row). A run's ID hashes
-everything that determines its outcome, so re-running a sweep skips the runs already in the
-table and trains only what is missing.
+:mod:`scalelib.results`) and ``runs/<run_id>/`` (checkpoint, curve, ``row.json``). A run's ID
+hashes everything that determines its outcome, so re-running a sweep skips the runs already in
+the table and trains only what is missing.
+
+Several processes may run sweeps into one directory at once (identical commands, or the
+workers of a cluster job): a worker claims a run by holding a lock on ``runs/<run_id>/.claim``
+while it trains, other workers pass that run by and come back to it at the end, when they wait
+for the claim and find the run finished (or, if its worker died, train it themselves). The
+table's own lock (:func:`scalelib.results.append_results`) keeps every row. Each run's row is
+also kept in its ``row.json``, written before the table: a run whose row never reached the
+table is picked up from there instead of retrained, and :func:`rebuild_results` rebuilds a
+damaged table from the run directories.
 """
 
 from __future__ import annotations
@@ -23,13 +32,24 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from scalelib.atomic import atomic_path
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
+from scalelib.locks import file_lock
 from scalelib.model import count_parameters, training_flops_per_cell
 from scalelib.provenance import code_version
-from scalelib.results import append_results, finished_run_ids, read_results
+from scalelib.results import (
+    LATER_COLUMNS,
+    RESULT_COLUMNS,
+    append_results,
+    finished_run_ids,
+    read_results,
+    rows_to_frame,
+    table_lock_path,
+    write_results,
+)
 from scalelib.train import StepInfo, TrainResult, train
 
 # Settings that change how fast a run goes but not what it computes: left out of run IDs.
@@ -161,6 +181,8 @@ def run_sweep(
     Each row is written as soon as its run ends, so an interrupted sweep loses at most the run
     in progress. A run that fails (out of memory, say) is recorded with ``status`` ``failed:
     <reason>`` and the sweep goes on; errors in the input (:class:`ScalelibError`) stop it.
+    Runs claimed by another process on the same directory are trained by that process (see
+    the module docstring).
 
     Parameters
     ----------
@@ -171,7 +193,7 @@ def run_sweep(
     rerun
         Train runs again even when already finished.
     callbacks
-        Progress hooks.
+        Progress hooks; ``on_run_start`` and ``on_run_end`` fire for the runs this call trains.
     progress
         Show terminal progress bars.
     in_memory
@@ -183,27 +205,164 @@ def run_sweep(
     Returns
     -------
     polars.DataFrame
-        The results rows of ``runs`` (finished earlier or now).
+        The results rows of ``runs`` (finished earlier, now, or by another process).
     """
     runs = [run.on_this_machine() for run in runs]
     out_dir = Path(out_dir)
     results_path = out_dir / table
+    check_sweep_dir(out_dir)
     callbacks = callbacks or SweepCallbacks()
     done = set() if rerun else finished_run_ids(results_path)
     pending = [run for run in runs if run.run_id not in done]
     overall = tqdm(total=len(pending), desc="sweep", unit="run", disable=not progress)
-    for index, run in enumerate(pending):
-        if callbacks.on_run_start:
-            callbacks.on_run_start(index, len(pending), run)
-        row = _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress, in_memory)
-        append_results([row], results_path)
-        if callbacks.on_run_end:
-            callbacks.on_run_end(run, row)
+    trained = 0
+
+    def finish(run: RunSpec) -> None:  # under the run's claim
+        nonlocal trained
+        if rerun or not _recorded_elsewhere(run, out_dir, table):
+            if callbacks.on_run_start:
+                callbacks.on_run_start(trained, len(pending), run)
+            row = _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress, in_memory)
+            _write_row_file(row, out_dir / "runs" / run.run_id, table)
+            append_results([row], results_path)
+            if callbacks.on_run_end:
+                callbacks.on_run_end(run, row)
+            trained += 1
+            overall.set_postfix_str(f"{run.label}: {row['status']}")
         overall.update(1)
-        overall.set_postfix_str(f"{run.label}: {row['status']}")
+
+    claimed_elsewhere = []
+    for run in pending:  # first pass: runs no other process is training
+        with file_lock(_claim_path(out_dir, run), wait=False) as claimed:
+            if claimed:
+                finish(run)
+            else:
+                claimed_elsewhere.append(run)
+    for run in claimed_elsewhere:  # then wait for the others (or train them if their worker died)
+        with file_lock(_claim_path(out_dir, run)):
+            finish(run)
     overall.close()
     wanted = [run.run_id for run in runs]
     return read_results(results_path).filter(pl.col("run_id").is_in(wanted))
+
+
+def check_sweep_dir(out_dir: str | Path) -> Path:
+    """Make sure ``out_dir`` is, or can become, a writable sweep directory; return it.
+
+    Parameters
+    ----------
+    out_dir
+        The sweep directory (``--out``).
+
+    Raises
+    ------
+    ScalelibError
+        It is a file, lies under a file, or cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    try:
+        (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+        with file_lock(table_lock_path(out_dir / "results.parquet"), wait=False):
+            pass
+    except OSError as error:
+        raise ScalelibError(f"cannot use {out_dir} as a sweep directory ({error.strerror}); "
+                            "choose a writable folder with --out") from None
+    return out_dir
+
+
+def _claim_path(out_dir: Path, run: RunSpec) -> Path:
+    return out_dir / "runs" / run.run_id / ".claim"
+
+
+def _recorded_elsewhere(run: RunSpec, out_dir: Path, table: str) -> bool:
+    """Whether the run finished already: in the table (another process), or in its run
+    directory with a row that never reached the table (which is then appended)."""
+    results_path = out_dir / table
+    if run.run_id in finished_run_ids(results_path):
+        return True
+    row = _finished_row(out_dir / "runs" / run.run_id, run.run_id, table)
+    if row is not None:
+        append_results([row], results_path)
+    return row is not None
+
+
+def _finished_row(run_dir: Path, run_id: str, table: str) -> dict | None:
+    """The ``row.json`` of a run that finished with status ok (None otherwise)."""
+    row = read_row_file(run_dir / "row.json", table)
+    if row is None or row.get("run_id") != run_id or row.get("status") != "ok":
+        return None
+    return row
+
+
+def read_row_file(path: Path, table: str = "results.parquet") -> dict | None:
+    """A run's ``row.json`` as a full results row (None when missing, unreadable, or written
+    for another table of the sweep, such as ``budget_check.parquet``).
+
+    Columns the file lacks (a row written by an older scalelib) take the values
+    :func:`~scalelib.results.read_results` gives them in old tables, or null; columns the
+    schema does not know are dropped.
+    """
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(row, dict) or not row.get("run_id"):
+        return None
+    if row.get("table", "results.parquet") != table:
+        return None
+    return {name: row.get(name, LATER_COLUMNS.get(name)) for name in RESULT_COLUMNS}
+
+
+def _write_row_file(row: dict, run_dir: Path, table: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "row.json") as temporary:
+        temporary.write_text(json.dumps({**row, "table": table}, indent=2, default=str))
+
+
+def rebuild_results(out_dir: str | Path) -> tuple[pl.DataFrame, Path | None]:
+    """Rebuild ``out_dir/results.parquet`` from the ``row.json`` of every run directory.
+
+    Rows of the existing table whose run directory has no ``row.json`` are kept when the table
+    is readable; an unreadable table is moved aside (``results.parquet.damaged-<UTC time>``),
+    never deleted.
+
+    Parameters
+    ----------
+    out_dir
+        Sweep directory.
+
+    Returns
+    -------
+    table, moved_to
+        The table written, and where the damaged table went (None when nothing was moved).
+
+    Raises
+    ------
+    ScalelibError
+        ``out_dir`` holds no run directory with a readable ``row.json``.
+    """
+    out_dir = Path(out_dir)
+    results_path = out_dir / "results.parquet"
+    rows = [row for path in sorted(out_dir.glob("runs/*/row.json"))
+            if (row := read_row_file(path)) is not None]
+    if not rows:
+        raise ScalelibError(f"no run directory under {out_dir / 'runs'} holds a readable "
+                            "row.json; check --out, or rerun the sweep")
+    moved_to = None
+    with file_lock(table_lock_path(results_path)):
+        try:
+            existing = read_results(results_path)
+        except ScalelibError:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            moved_to = results_path.with_name(f"{results_path.name}.damaged-{stamp}")
+            results_path.rename(moved_to)
+            existing = None
+        rebuilt = rows_to_frame(rows)
+        if existing is not None:
+            kept = existing.filter(~pl.col("run_id").is_in(rebuilt["run_id"].to_list()))
+            rebuilt = pl.concat([kept, rebuilt], how="vertical")
+        write_results(rebuilt, results_path)
+    return rebuilt, moved_to
 
 
 def _train_one(run: RunSpec, run_dir: Path, callbacks: SweepCallbacks, progress: bool,
@@ -217,9 +376,9 @@ def _train_one(run: RunSpec, run_dir: Path, callbacks: SweepCallbacks, progress:
     except (RuntimeError, MemoryError) as error:  # torch reports OOM and kernel failures so
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
-        return results_row(run, None, status=f"failed: {type(error).__name__}: {error}"[:300])
-    row = results_row(run, result)
-    (run_dir / "row.json").write_text(json.dumps(row, indent=2, default=str))
+        row = results_row(run, None, status=f"failed: {type(error).__name__}: {error}"[:300])
+    else:
+        row = results_row(run, result)
     return row
 
 

@@ -114,6 +114,9 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--data", type=Path, help="a dataset directory from `scalelib data build`")
     data.add_argument("--simulate", choices=("rich", "limited"),
                       help="simulate a regime of --regime-preset instead (cached under --out)")
+    data.add_argument("--rebuild-table", action="store_true",
+                      help="train nothing: rebuild --out's results.parquet from the row.json "
+                      "of its run directories (a damaged table is moved aside)")
     parser.add_argument("--regime-preset", default="demo", choices=("demo", "smoke", "paper"),
                         help="genes and cells of --simulate (default demo)")
     parser.add_argument("--ladder", default="demo", help="paper, demo or smoke (default demo)")
@@ -139,9 +142,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from scalelib.data.preprocess import load_or_simulate
     from scalelib.results import print_table
-    from scalelib.sweep import plan_runs, run_sweep
+    from scalelib.sweep import SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
 
+    if args.rebuild_table:
+        return _rebuild_table(args.out)
     config = training_config(args)
+    check_sweep_dir(args.out)
     sizes = select_sizes(get_ladder(args.ladder), args.sizes)
     if args.data is not None:
         from scalelib.data.store import load_dataset
@@ -150,13 +156,17 @@ def _sweep(args: argparse.Namespace) -> int:
     else:
         dataset = load_or_simulate(args.simulate, args.regime_preset, args.out / "datasets")
     runs = plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
-    table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap)
+    trained = []
+    table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap,
+                      callbacks=SweepCallbacks(on_run_start=lambda i, n, run: trained.append(run)))
     print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
                              "best_val_mse", "test_mse", "baseline_val_mse", "status"))
     finished = table.filter(pl.col("status") == "ok")
     if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "
               "--steps) or try another --lr")
+    print(f"trained {len(trained)} of the {len(runs)} planned runs here (the others were "
+          "finished already, or by another process on this directory)")
     print(f"results: {args.out / 'results.parquet'}")
     if args.budget_check:
         from scalelib.budget_check import CHECK_SUMMARY, budget_check_sentence, check_budget
@@ -165,6 +175,17 @@ def _sweep(args: argparse.Namespace) -> int:
         print(budget_check_sentence(check_budget(runs, args.out)))
         print(f"budget check: {args.out / CHECK_SUMMARY}")
     return 0 if (table["status"] == "ok").all() else 1
+
+
+def _rebuild_table(out: Path) -> int:
+    from scalelib.sweep import rebuild_results
+
+    table, moved_to = rebuild_results(out)
+    if moved_to is not None:
+        print(f"moved the unreadable table aside to {moved_to}")
+    print(f"rebuilt {out / 'results.parquet'}: {table.height} runs "
+          f"({(table['status'] == 'ok').sum()} ok)")
+    return 0
 
 
 # ---------------------------------------------------------------- demo

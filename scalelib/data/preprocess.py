@@ -43,6 +43,7 @@ from scalelib.data.splits import (
 )
 from scalelib.data.store import HVG_TABLE_COLUMNS, ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
+from scalelib.locks import file_lock
 
 
 def build_dataset(
@@ -258,6 +259,7 @@ def load_or_simulate(regime: str, preset: str, datasets_dir: str | Path,
         Seed of the simulation and of the dataset build (used only when written here).
     """
     path = Path(datasets_dir) / regime
-    if not is_dataset_dir(path):
-        simulate_dataset(get_regime(regime, preset), seed=seed).write(path, overwrite=True)
+    with file_lock(Path(datasets_dir) / f".{regime}.lock"):  # one writer among concurrent sweeps
+        if not is_dataset_dir(path):
+            simulate_dataset(get_regime(regime, preset), seed=seed).write(path, overwrite=True)
     return load_dataset(path)

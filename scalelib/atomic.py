@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,3 +67,44 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def check_output_file(path: str | Path, *, inputs: tuple[Path, ...] = (),
+                      replaceable: Callable[[Path], bool] = lambda _: True,
+                      option: str = "--out") -> Path:
+    """Refuse an output file that would clobber an input or something else, before any work.
+
+    Parameters
+    ----------
+    path
+        The file about to be written.
+    inputs
+        Files the command reads; ``path`` must be none of them.
+    replaceable
+        Whether an existing file at ``path`` is one this command may replace (e.g. a fits file).
+    option
+        The option that named ``path``, for the message.
+
+    Raises
+    ------
+    ScalelibError
+        ``path`` is an input, a folder, an existing file of another kind, or lies where no file
+        can be written.
+    """
+    from scalelib.errors import ScalelibError
+
+    path = Path(path)
+    if any(path.resolve() == Path(source).resolve() for source in inputs):
+        raise ScalelibError(f"{option} {path} is an input of this command; choose another file")
+    if path.is_dir():
+        raise ScalelibError(f"{option} {path} is a folder; name a file in it")
+    if path.exists() and not replaceable(path):
+        raise ScalelibError(f"{option} {path} exists and is not a file this command writes; "
+                            "choose another file or move it aside")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalelibError(f"{option} {path} cannot be written ({parent} is not a writable "
+                            "folder); choose another path")
+    return path

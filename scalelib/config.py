@@ -6,6 +6,7 @@ from scalelib.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -282,8 +283,8 @@ class TrainConfig:
             raise ScalelibError(f"mask_rate must lie in (0, 1), got {self.mask_rate}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ScalelibError(f"unknown dtype {self.dtype!r}; choose auto, fp32 or bf16")
-        if self.batch_size < 1 or self.eval_every < 1:
-            raise ScalelibError("batch_size and eval_every must be positive")
+        if self.batch_size < 1 or self.eval_every < 1 or self.eval_batch_size < 1:
+            raise ScalelibError("batch_size, eval_every and eval_batch_size must be positive")
         if self.budget_mode not in ("fixed", "converge"):
             raise ScalelibError(f"unknown budget mode {self.budget_mode!r}; choose fixed or "
                                 "converge")
@@ -291,6 +292,34 @@ class TrainConfig:
             raise ScalelibError(f"converge_tol must lie in (0, 1), got {self.converge_tol}")
         if not 0.0 <= self.cooldown_frac <= 1.0:
             raise ScalelibError(f"cooldown_frac must lie in [0, 1], got {self.cooldown_frac}")
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        """Learning rate, regularisation and schedule settings: finite and in range."""
+        def require(ok: bool, message: str) -> None:
+            if not ok:
+                raise ScalelibError(message)
+
+        finite = math.isfinite
+        require(finite(self.lr) and self.lr > 0,
+                f"the learning rate must be a positive number (--lr), got {self.lr}")
+        require(finite(self.lr_width_exponent), "lr_width_exponent must be finite")
+        require(self.lr_reference_width is None or self.lr_reference_width >= 1,
+                "lr_reference_width must be a positive width")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            require(value is None or 0.0 <= value < 1.0,
+                    f"{name} must lie in [0, 1) (--{name.replace('_', '-')}), got {value}")
+        require(self.patience is None or self.patience >= 1,
+                f"patience must be at least 1 evaluation (--patience), got {self.patience}")
+        require(finite(self.weight_decay) and self.weight_decay >= 0,
+                f"weight_decay must be 0 or positive, got {self.weight_decay}")
+        require(finite(self.grad_clip) and self.grad_clip > 0,
+                f"grad_clip must be positive, got {self.grad_clip}")
+        require(0.0 <= self.warmup_frac < 1.0,
+                f"warmup_frac must lie in [0, 1), got {self.warmup_frac}")
+        require(0.0 <= self.min_lr_ratio <= 1.0,
+                f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
     @property
     def total_steps(self) -> int:

@@ -37,7 +37,7 @@ from scalelib.scaling import (
     verdict,
     write_fits,
 )
-from scalelib.sweep import SweepCallbacks, plan_runs, run_sweep
+from scalelib.sweep import SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
 
 DEMO_REGIMES = ("rich", "limited")
 # Training cells seen per run. The limited regime (900 training cells, twice the genes, so
@@ -92,6 +92,7 @@ def run_demo(
     out_dir = Path(out_dir)
     if preset not in ("demo", "smoke"):
         raise ScalelibError(f"unknown demo preset {preset!r}; choose demo or smoke")
+    check_sweep_dir(out_dir)
     config, ladder = TRAIN_PRESETS[preset], get_ladder(preset)
     runs = []
     for regime in DEMO_REGIMES:

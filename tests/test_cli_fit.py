@@ -130,3 +130,20 @@ def test_fit_with_too_few_sizes_exits_2(tmp_path, capsys):
     pl.DataFrame({"params": [10, 10, 100], "best_val_mse": [1.0, 0.9, 0.5]}).write_csv(path)
     status, _, err = run(capsys, "fit", path)
     assert status == 2 and "3 distinct params" in err and err.count("\n") == 1
+
+
+def test_fit_out_never_replaces_its_input_or_a_foreign_file(tmp_path, capsys):
+    path = tmp_path / "results.parquet"
+    planted_table().write_parquet(path)
+    before = path.read_bytes()
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": 1}')
+    for out, message in ((path, "is an input"), (tmp_path, "is a folder"),
+                         (foreign, "not a file this command writes"),
+                         (Path("/proc/fits.json"), "cannot be written")):
+        status, _, err = run(capsys, "fit", path, "--out", out)
+        assert status == 2 and message in err and err.count("\n") == 1, err
+    assert path.read_bytes() == before and foreign.read_text() == '{"mine": 1}'
+    fits = tmp_path / "fits.json"
+    assert run(capsys, "fit", path, "--out", fits)[0] == 0
+    assert run(capsys, "fit", path, "--out", fits)[0] == 0  # a fits file may be replaced

@@ -21,7 +21,7 @@ import pytest
 from scalelib import report
 from scalelib.cli import main
 from scalelib.errors import ScalelibError
-from scalelib.report.formatting import fmt, join_words, with_ci
+from scalelib.report.formatting import code, fmt, join_words, with_ci
 from scalelib.results import RESULTS_SCHEMA, read_results, rows_to_frame, write_results
 from scalelib.scaling import fit_groups
 
@@ -388,7 +388,11 @@ def test_cli_without_results_is_one_clear_line(tmp_path, capsys):
 
 
 def test_cli_without_quarto_says_how_to_install(plain_dir, tmp_path, monkeypatch, capsys):
+    """Whatever an earlier `make report` installed: jupyter is made to look absent here."""
+    from scalelib.report import render
+
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(render, "missing_jupyter", lambda: ["jupyter_client"])
     out = tmp_path / "_data"
     assert main(["report", "--results", str(plain_dir), "--out", str(out),
                  "--project", str(REPORT_DIR)]) == 0
@@ -513,12 +517,95 @@ def test_census_manifest_gives_version_and_filter(tmp_path):
     (tmp_path / "sweep").mkdir()
     write_results(rows_to_frame(rows), tmp_path / "sweep" / "results.parquet")
     prepared = report.prepare_report(tmp_path / "sweep", tmp_path / "_data", n_bootstrap=0)
-    manifest = json.loads((tmp_path / "_data" / "manifests" / "f00d.json").read_text())
+    manifest = json.loads((tmp_path / "_data" / "manifests" / "dataset-0.json").read_text())
     assert "hvg_candidates" not in manifest and manifest["census_version"] == "2025-01-30"
     text = report_text(prepared.out_dir)
     assert "cells from the CELLxGENE Census (Census version 2025-01-30; obs filter " in text
     assert f"`{obs_filter}`" in text and "organism `homo_sapiens`" in text
     assert "summary" not in text and "sha256" not in text
-    assert "whole donor_id groups held out" in text
+    assert "whole donor\\_id groups held out" in text  # escaped Markdown: donor_id as shown
     rep = report.load_report(prepared.out_dir)
     assert report.datasets_table(rep).frame["Census version"].to_list() == ["2025-01-30"]
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs that never clobber inputs; nothing from the data becomes a path or live markup
+
+
+def test_report_out_refuses_another_results_directory(plain_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    (other / "results.parquet").write_bytes(b"keep me")
+    assert main(["report", "--results", str(plain_dir), "--out", str(other), "--no-render",
+                 "--project", str(REPORT_DIR)]) == 2
+    assert "another results directory" in capsys.readouterr().err
+    assert (other / "results.parquet").read_bytes() == b"keep me"
+    assert main(["report", "--results", str(plain_dir), "--out", str(plain_dir)]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["report", "--results", str(plain_dir), "--out", str(tmp_path / "file")]) == 2
+
+
+def test_report_out_keeps_the_users_own_files(plain_dir, tmp_path):
+    out = tmp_path / "_data"
+    report.prepare_report(plain_dir, out, n_bootstrap=0)
+    mine = [out / "figures" / "my-sketch.png", out / "manifests" / "notes.json", out / "notes.md"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    (out / "figures" / "fig-scaling.png").write_text("stale")
+    report.prepare_report(plain_dir, out, n_bootstrap=0)  # a prepared folder may be refreshed
+    assert all(path.read_text() == "mine" for path in mine)
+    assert not (out / "figures" / "fig-scaling.png").exists()
+
+
+def test_a_crafted_fingerprint_never_becomes_a_path(tmp_path):
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    crafted = "../../escaped/x"
+    (dataset / "manifest.json").write_text(json.dumps({"fingerprint": crafted, "seed": 0}))
+    rows = [{**_row(size, 0), "dataset": str(dataset), "dataset_fingerprint": crafted}
+            for size in range(4)]
+    (tmp_path / "sweep").mkdir()
+    write_results(rows_to_frame(rows), tmp_path / "sweep" / "results.parquet")
+    out = tmp_path / "deep" / "er" / "_data"
+    report.prepare_report(tmp_path / "sweep", out, n_bootstrap=0)
+    written = {path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file()}
+    assert not any("escaped" in str(path) for path in written)
+    assert report.load_report(out).manifests[crafted]["fingerprint"] == crafted
+
+
+HOSTILE = "run`<img src=x onerror=alert(1)>`[x](javascript:y)"
+
+
+def test_hostile_names_stay_text_in_the_reports_markdown(tmp_path):
+    dataset = tmp_path / HOSTILE
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text(json.dumps({
+        "fingerprint": "f00d", "seed": 0, "source": HOSTILE, "hvg_flavor": HOSTILE,
+        "provenance": {"uri": HOSTILE, "note": HOSTILE},
+        "split": {"method": "stratified", "stratify": HOSTILE}}))
+    rows = [{**_row(size, 0), "dataset": str(dataset), "source": HOSTILE, "regime": HOSTILE,
+             "device": HOSTILE} for size in range(4)]
+    sweep = tmp_path / f"sweep{HOSTILE}"
+    sweep.mkdir()
+    write_results(rows_to_frame(rows), sweep / "results.parquet")
+    prepared = report.prepare_report(sweep, tmp_path / "_data", n_bootstrap=0)
+    rep = report.load_report(prepared.out_dir)
+    texts = [report_text(prepared.out_dir), *report.quotes(prepared.numbers).values()]
+    texts += [table(rep).markdown() for table in (report.datasets_table, report.training_table,
+                                                   report.fits_table)]
+    for text in texts:
+        assert not re.search(r"(?<![\\`])<img", _outside_code_spans(text)), text
+
+
+def _outside_code_spans(markdown: str) -> str:
+    """The Markdown with every code span (any fence length) removed."""
+    return re.sub(r"(`+)(?:(?!\1).)*?\1", "", markdown)
+
+
+def test_code_spans_hold_any_text():
+    for text in ("plain", "a`b", "``", "`start", "end`", "<b>x</b>"):
+        span = code(text)
+        fence = re.match(r"`+", span).group()
+        assert span.endswith(fence) and fence not in span[len(fence):-len(fence)]
+        assert span[len(fence):-len(fence)].strip(" ") == text

@@ -93,16 +93,39 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def int_list(text: str) -> list[int]:
-    """Parse ``"0,1,2"`` into integers."""
+    """Parse ``"0,1,2"`` into integers (at least one)."""
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
+        values = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    """Parse ``"0,1,2"`` into seeds: integers from 0 to 2**32 - 1."""
+    seeds = int_list(text)
+    bad = [seed for seed in seeds if not 0 <= seed < 2**32]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must lie in 0 to 2**32 - 1, got {bad}")
+    return seeds
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Parse ``"1000,4000"`` into positive integers."""
+    values = int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def name_list(text: str) -> list[str]:
-    """Parse ``"XS,S"`` into names."""
-    return [item.strip() for item in text.split(",") if item.strip()]
+    """Parse ``"XS,S"`` into names (at least one)."""
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 # ---------------------------------------------------------------- sweep
@@ -121,8 +144,8 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
                         help="genes and cells of --simulate (default demo)")
     parser.add_argument("--ladder", default="demo", help="paper, demo or smoke (default demo)")
     parser.add_argument("--sizes", type=name_list, help="comma-separated size names (default all)")
-    parser.add_argument("--seeds", type=int_list, default=[0], help="comma-separated seeds (0)")
-    parser.add_argument("--train-sizes", type=int_list,
+    parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (0)")
+    parser.add_argument("--train-sizes", type=positive_int_list,
                         help="nested training-set sizes for a data-size sweep (e.g. 1000,4000)")
     parser.add_argument("--out", type=Path, default=Path("data/sweeps/default"),
                         help="sweep directory (default data/sweeps/default)")
@@ -197,7 +220,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
                         help="output directory (default data/demo)")
     parser.add_argument("--preset", default="demo", choices=("demo", "smoke"),
                         help="demo (minutes) or smoke (seconds, for a quick check)")
-    parser.add_argument("--seeds", type=int_list, default=[0], help="comma-separated seeds (0)")
+    parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (0)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
     parser.set_defaults(handler=_demo)
@@ -206,6 +229,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from scalelib.demo import print_summary, run_demo
 
+    if args.bootstrap < 0:
+        raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
     summary = run_demo(args.out, preset=args.preset, seeds=args.seeds,
                        n_bootstrap=args.bootstrap, rerun=args.rerun)
     print_summary(summary)

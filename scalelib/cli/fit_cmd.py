@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scalelib.atomic import check_output_file
 from scalelib.errors import ScalelibError
 from scalelib.fitrules import METHODS  # pure Python: no scipy at parser build
 
@@ -92,6 +93,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
+    if args.out:
+        check_output_file(args.out, inputs=(args.table,), replaceable=_is_fits_file)
     table = _rows_from(read_table(args.table), args.x, args.min_x)
     fits = _fit_with_progress(table, args)
     if not args.group_by and fits[0].status == "error":
@@ -105,6 +108,16 @@ def run_fit(args: argparse.Namespace) -> int:
     else:
         print(_summary(fits, args))
     return 0
+
+
+def _is_fits_file(path: Path) -> bool:
+    from scalelib.scaling import read_fits
+
+    try:
+        read_fits(path)
+    except ScalelibError:
+        return False
+    return True
 
 
 def _rows_from(table: pl.DataFrame, x: str, min_x: float | None) -> pl.DataFrame:

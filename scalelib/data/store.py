@@ -26,6 +26,12 @@ The manifest records at least ``format_version``, ``source``, ``seed``, ``regime
 ``fingerprint`` (content hash used in run IDs); Census and SOMA sources add
 ``census_version`` and ``obs_filter``.
 
+The manifest also records ``files``: the size and SHA-256 of each data file (and, for
+``X.npy``, a hash of sampled blocks). Loading checks them, so a dataset changed after its build
+(values edited, a file truncated) is refused instead of trained on under its old fingerprint:
+files up to :data:`FULL_HASH_BYTES` are hashed whole (about 0.3 s per 100 MB), larger matrices
+by their sampled blocks and size. A build refuses non-finite values.
+
 A directory is written to a temporary sibling and renamed into place, so a failed build
 leaves nothing half-written.
 """
@@ -44,13 +50,15 @@ import numpy as np
 import polars as pl
 
 from scalelib.atomic import current_umask
-from scalelib.errors import ScalelibError
+from scalelib.errors import ScalelibError, read_failures
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 DATASET_FILES = ("manifest.json", "X.npy", "obs.parquet", "var.parquet")
 HVG_FILE = "hvg.parquet"
 HVG_TABLE_COLUMNS = ("gene_name", "gene_id", "means", "variances", "variances_norm", "selected")
+FULL_HASH_BYTES = 1 << 30  # larger matrices are checked by sampled blocks on load
+SAMPLED_BLOCKS, BLOCK_BYTES = 64, 1 << 20
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,9 @@ class ExpressionDataset:
         """
         out_dir = Path(out_dir)
         check_writable(out_dir, overwrite)
+        if not all_finite(self.X):
+            raise ScalelibError("the expression matrix holds NaN or infinite values; check "
+                                "the input counts for missing or non-numeric entries")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         manifest = {**self.manifest, "format_version": FORMAT_VERSION}
         manifest.setdefault("fingerprint", content_fingerprint(self.X, self.obs, self.var))
@@ -170,6 +181,9 @@ class ExpressionDataset:
             self.var.write_parquet(staging / "var.parquet")
             if self.hvg is not None:
                 self.hvg.write_parquet(staging / HVG_FILE)
+            manifest["files"] = {name: file_digest(staging / name)
+                                 for name in (*DATASET_FILES[1:], HVG_FILE)
+                                 if (staging / name).exists()}
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             if out_dir.exists():
                 shutil.rmtree(out_dir)
@@ -201,13 +215,69 @@ def load_dataset(path: str | Path, in_memory: bool = False) -> ExpressionDataset
             f"{path} is not a scalelib dataset (missing {', '.join(missing)}); "
             "rebuild it with `scalelib data build`"
         )
-    manifest = json.loads((path / "manifest.json").read_text())
-    X = np.load(path / "X.npy", mmap_mode=None if in_memory else "r")
-    obs = pl.read_parquet(path / "obs.parquet")
-    var = pl.read_parquet(path / "var.parquet")
-    hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None
+    fix = (f"rebuild it (`scalelib data build --out {path} --overwrite`; a dataset a sweep "
+           "simulated is simulated again once its folder is deleted)")
+    with read_failures(path / "manifest.json", fix):
+        manifest = json.loads((path / "manifest.json").read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("not a JSON object")
+    _verify_files(path, manifest.get("files"), fix)
+    with read_failures(path, fix):
+        X = np.load(path / "X.npy", mmap_mode=None if in_memory else "r", allow_pickle=False)
+        obs = pl.read_parquet(path / "obs.parquet")
+        var = pl.read_parquet(path / "var.parquet")
+        hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None
+    if "files" not in manifest and not all_finite(X):  # built before hashes were recorded
+        raise ScalelibError(f"{path / 'X.npy'} holds NaN or infinite values; {fix}")
     return ExpressionDataset(X=X, obs=obs, var=var, manifest={**manifest, "path": str(path)},
                              hvg=hvg)
+
+
+def file_digest(path: Path) -> dict:
+    """Size, SHA-256 and (for files over :data:`FULL_HASH_BYTES`) sampled-block hash of a file.
+
+    Parameters
+    ----------
+    path
+        A data file of a dataset directory.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(BLOCK_BYTES * 8):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest(),
+            "sampled_sha256": sampled_digest(path)}
+
+
+def sampled_digest(path: Path) -> str:
+    """SHA-256 of :data:`SAMPLED_BLOCKS` blocks at evenly spaced offsets, and the file size."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        for offset in np.linspace(0, max(size - BLOCK_BYTES, 0), SAMPLED_BLOCKS, dtype=np.int64):
+            handle.seek(int(offset))
+            digest.update(handle.read(BLOCK_BYTES))
+    return digest.hexdigest()
+
+
+def _verify_files(path: Path, recorded: dict | None, fix: str) -> None:
+    """Check each data file against the size and hash recorded when the dataset was built."""
+    for name, expected in (recorded or {}).items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != expected.get("size"):
+            raise ScalelibError(f"{file} is missing or changed size since the dataset was "
+                                f"built; {fix}")
+        whole = expected["size"] <= FULL_HASH_BYTES
+        found = file_digest(file)["sha256"] if whole else sampled_digest(file)
+        if found != expected["sha256" if whole else "sampled_sha256"]:
+            raise ScalelibError(f"{file} changed since the dataset was built (its content hash "
+                                f"differs), so results of the old data cannot be reused; {fix}")
+
+
+def all_finite(X: np.ndarray, rows_per_chunk: int = 65536) -> bool:
+    """Whether every value of ``X`` is finite (read in chunks of rows, memory maps included)."""
+    return all(np.isfinite(X[start:start + rows_per_chunk]).all()
+               for start in range(0, X.shape[0], rows_per_chunk))
 
 
 def check_writable(out_dir: str | Path, overwrite: bool) -> None:

@@ -25,6 +25,7 @@ from scalelib.report.figures import (
 )
 from scalelib.report.formatting import (
     Markdown,
+    code,
     escape,
     finite,
     fmt,
@@ -58,7 +59,7 @@ from scalelib.scaling import data_size_rows, scaling_rows
 
 __all__ = [
     "DATA_ENV", "PUBLISHED", "Figure", "Markdown", "PreparedReport", "ReportData", "Table",
-    "baselines_table",
+    "baselines_table", "code",
     "compute_numbers", "data_size_figure", "data_size_rows", "datasets_table", "entropy_table",
     "escape", "finite", "fits_table", "fmt", "fmt_ci", "html_head", "install_message",
     "join_words", "joint_table", "ladder_table", "load_report", "percent", "prepare_report",

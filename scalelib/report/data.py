@@ -115,8 +115,10 @@ def load_report(data: str | Path | None = None) -> ReportData:
     if numbers.get("schema") != NUMBERS_SCHEMA:
         raise ScalelibError(f"{data_dir / 'numbers.json'} was written by another scalelib "
                             "version; run `scalelib report --results DIR` again")
-    manifests = {path.stem: json.loads(path.read_text())
-                 for path in sorted((data_dir / "manifests").glob("*.json"))}
+    manifests = {}
+    for path in sorted((data_dir / "manifests").glob("*.json")):
+        manifest = json.loads(path.read_text())
+        manifests[manifest.get("fingerprint", path.stem)] = manifest
     return ReportData(data_dir=data_dir, numbers=numbers,
                       results=read_results(data_dir / "results.parquet"),
                       fits=read_fits(data_dir / "fits.json"), manifests=manifests)

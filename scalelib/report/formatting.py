@@ -64,6 +64,25 @@ def escape(text: Any) -> str:
     return re.sub(r"([\\`*_\[\]<>^~#|$@])", r"\\\1", str(text))
 
 
+def code(text: Any) -> str:
+    """An inline code span that shows ``text`` literally, whatever backticks or tags it holds.
+
+    Parameters
+    ----------
+    text
+        Any value; it is converted with ``str`` first (newlines become spaces).
+    """
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def escaped_words(items: Iterable[Any]) -> str:
+    """:func:`join_words` of free text from the data (names, labels), each item escaped."""
+    return join_words(escape(item) for item in items)
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for prose: integers with thousands separators, floats to ``digits``
     significant digits, very small or large floats as ``m×10^e^``; None/NaN as ``n/a``.
@@ -220,8 +239,8 @@ def quotes(numbers: dict) -> dict[str, Markdown]:
         "n_runs": fmt(runs["total"]), "n_ok": fmt(runs["ok"]),
         "n_failed": fmt(len(runs["failed"])), "n_scaling_runs": fmt(runs["scaling"]),
         "n_data_size_runs": fmt(runs["data_size"]),
-        "n_regimes": fmt(len(regimes)), "regimes": join_words(r["regime"] for r in regimes),
-        "n_sizes": fmt(len(ladder)), "sizes": join_words(s["size"] for s in ladder),
+        "n_regimes": fmt(len(regimes)), "regimes": escaped_words(r["regime"] for r in regimes),
+        "n_sizes": fmt(len(ladder)), "sizes": escaped_words(s["size"] for s in ladder),
         "params_min": fmt(low), "params_max": fmt(high),
         "params_decades": fmt(math.log10(high / low), 2) if params and low > 0 else NA,
         "seeds": join_words(training["seeds"]), "n_seeds": fmt(len(training["seeds"])),
@@ -229,15 +248,15 @@ def quotes(numbers: dict) -> dict[str, Markdown]:
         "ci_level": percent(fitting["ci_level"]),
         "grid_points": fmt(fitting["grid_points"]), "grid_top": fmt(fitting["grid_top"]),
         "huber_delta": fmt(fitting["huber_delta"]), "flat_p": fmt(fitting["flat_p_value"]),
-        "fits_source": numbers["fits_source"], "results_dir": f"`{numbers['results_dir']}`",
-        "created": numbers["created"], "scalelib_version": numbers["scalelib_version"],
-        "digest": f"`{numbers['digest'][:12]}`", "devices": join_words(training["device"]),
-        "dtypes": join_words(training["dtype"]),
+        "fits_source": escape(numbers["fits_source"]), "results_dir": code(numbers["results_dir"]),
+        "created": escape(numbers["created"]), "scalelib_version": escape(numbers["scalelib_version"]),
+        "digest": code(numbers["digest"][:12]), "devices": escaped_words(training["device"]),
+        "dtypes": escaped_words(training["dtype"]),
         "batch_sizes": join_words(fmt(b) for b in training["batch_size"]),
-        "schedules": join_words(training["schedule"]), "peak_lr": span(training["lr"]),
+        "schedules": escaped_words(training["schedule"]), "peak_lr": span(training["lr"]),
         "mask_rates": join_words(percent(m) for m in training["mask_rate"]),
-        "torch_versions": join_words(training["torch_version"]),
-        "code_versions": join_words(training["code_version"]),
+        "torch_versions": escaped_words(training["torch_version"]),
+        "code_versions": escaped_words(training["code_version"]),
         "train_minutes": fmt(training["wall_time_s"]["total"] / 60),
         "longest_run_s": fmt(training["wall_time_s"]["max"]),
     }
@@ -296,7 +315,7 @@ def quoted_value(value: Any) -> str:
         A string, list or number from a manifest.
     """
     if isinstance(value, str):
-        return f"`{value}`" if any(c in value for c in "=<>[]*_") else value
+        return code(value) if any(c in value for c in "=<>[]*_`\\#|$@^~") else value
     if isinstance(value, (list, tuple)):
         shown = ", ".join(quoted_value(v) for v in value[:5])
         return shown + (f", … ({fmt(len(value))} in all)" if len(value) > 5 else "")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +44,11 @@ from scalelib.scaling import (
     write_fits,
 )
 
+MANIFEST_PREFIX = "dataset-"
+# What a prepared folder holds that scalelib wrote (replaced on the next prepare); anything
+# else there is the user's and stays.
+OWN_OUTPUTS = ("results.parquet", "fits.json", "numbers.json", "manifests/dataset-*.json",
+               "manifests/" + "[0-9a-f]" * 16 + ".json", "figures/fig-*.png", "figures/fig-*.svg")
 DROPPED_MANIFEST_KEYS = ("hvg_candidates",)
 
 
@@ -144,6 +148,42 @@ def find_manifests(results: pl.DataFrame, results_dir: Path) -> dict[str, dict]:
 # The prepare step
 
 
+def check_report_out(out_dir: Path, results_dir: Path) -> None:
+    """Refuse an ``--out`` where preparing the report would overwrite something else.
+
+    ``out_dir`` may be missing, empty, or a folder prepared before (it holds ``numbers.json``);
+    never the results directory, a file, or a folder holding a results
+    table, run directories or datasets of its own (another sweep's output).
+
+    Parameters
+    ----------
+    out_dir
+        The folder the report's data would be written to.
+    results_dir
+        The results directory the report reads.
+    """
+    if out_dir.resolve() == results_dir.resolve():
+        raise ScalelibError(f"--out {out_dir} is the results directory; choose another folder "
+                            "(default report/_data)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ScalelibError(f"--out {out_dir} is a file; choose a folder (default report/_data)")
+    if not out_dir.is_dir() or (out_dir / "numbers.json").is_file():
+        foreign = [name for name in ("runs", "datasets") if (out_dir / name).exists()]
+    else:
+        foreign = [name for name in ("results.parquet", "fits.json", "runs", "datasets")
+                   if (out_dir / name).exists()]
+    if foreign:
+        raise ScalelibError(f"--out {out_dir} holds {', '.join(foreign)} that a report did not "
+                            "write (another results directory?); choose an empty or new folder")
+
+
+def _remove_earlier_outputs(out_dir: Path) -> None:
+    for pattern in OWN_OUTPUTS[3:]:  # the files replaced one by one are left to their writers
+        for path in out_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
 def _write_json(document: dict, path: Path) -> Path:
     text = json.dumps(json_ready(document), indent=1, allow_nan=False, default=str)
     with atomic_path(path) as temporary:
@@ -192,9 +232,7 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
             f"{results_dir} has no results.parquet; point --results at the output of "
             "`scalelib demo` or `scalelib sweep` (e.g. data/demo)"
         )
-    if out_dir.resolve() == results_dir.resolve():
-        raise ScalelibError(f"--out {out_dir} is the results directory; choose another folder "
-                            "(default report/_data)")
+    check_report_out(out_dir, results_dir)
     results = read_results(source)
     if ok_rows(results).filter(pl.col("best_val_mse").is_not_null()).height == 0:
         raise ScalelibError(f"{source} has no finished run (status ok); run or repair the "
@@ -211,14 +249,13 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
                               fits_source=fits_source, digest=_sha256(source))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("manifests", "figures"):
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    _remove_earlier_outputs(out_dir)
     files = {
         "results": write_results(results, out_dir / "results.parquet"),
         "fits": write_fits(fits, out_dir / "fits.json", joint_fits=joint),
     }
-    for fingerprint, manifest in manifests.items():
+    for index, (fingerprint, manifest) in enumerate(manifests.items()):  # no path from data
         files[f"manifest {fingerprint}"] = _write_json(
-            manifest, out_dir / "manifests" / f"{fingerprint}.json")
+            manifest, out_dir / "manifests" / f"{MANIFEST_PREFIX}{index}.json")
     files["numbers"] = _write_json(numbers, out_dir / "numbers.json")
     return PreparedReport(out_dir, files, numbers)

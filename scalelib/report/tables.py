@@ -7,6 +7,7 @@ every format (HTML and Typst/PDF). Every builder takes the prepared report data 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,8 +26,9 @@ class Table:
 
     def markdown(self) -> str:
         """The pipe table."""
-        def cell(value: object) -> str:
-            return ("" if value is None else str(value)).replace("|", "\\|").replace("\n", " ")
+        def cell(value: object) -> str:  # no tag, code span or link can open from the data
+            text = "" if value is None else str(value).replace("\n", " ")
+            return re.sub(r"([\\|`<>\[\]])", r"\\\1", text)
 
         header = "| " + " | ".join(cell(c) for c in self.frame.columns) + " |"
         rule = "|" + "|".join(":---" for _ in self.frame.columns) + "|"

@@ -104,7 +104,11 @@ def check_output_file(path: str | Path, *, inputs: tuple[Path, ...] = (),
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    try:  # a probe file: permissions alone do not tell (root, read-only or virtual mounts)
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError:
         raise ScalelibError(f"{option} {path} cannot be written ({parent} is not a writable "
-                            "folder); choose another path")
+                            "folder); choose another path") from None
     return path

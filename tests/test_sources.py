@@ -70,12 +70,38 @@ def test_h5ad_without_raw_counts_is_refused(tmp_path, counts, change, message):
 
 
 @pytest.mark.filterwarnings("ignore:Variable names are not unique")
-def test_h5ad_duplicate_gene_names_are_refused(tmp_path, counts):
+def test_repeated_gene_names_follow_one_rule_in_h5ad_and_10x(tmp_path, counts):
+    """Made unique with a warning and a count in the provenance, whatever the format."""
     adata = counts.copy()
     adata.var_names = ["GENE"] * 2 + list(adata.var_names[2:])
     adata.write_h5ad(tmp_path / "dup.h5ad")
-    with pytest.raises(ScalelibError, match="duplicate gene names.*var_names_make_unique"):
+    tenx = tmp_path / "tenx"
+    write_10x(tenx, adata)
+    for source in (tmp_path / "dup.h5ad", tenx):
+        with pytest.warns(UserWarning, match="1 repeated gene name"):
+            read = read_counts(source)
+        assert list(read.var_names[:2]) == ["GENE", "GENE-1"] and read.var_names.is_unique
+        assert read.uns["scalelib"]["renamed_duplicate_genes"] == 1
+
+
+def test_repeated_cell_ids_are_refused(tmp_path, counts):
+    adata = counts.copy()
+    adata.obs_names = ["CELL"] * 2 + list(adata.obs_names[2:])
+    adata.write_h5ad(tmp_path / "dup.h5ad")
+    with pytest.raises(ScalelibError, match="duplicate cell IDs"):
         read_counts(tmp_path / "dup.h5ad")
+
+
+def test_truncated_inputs_give_one_line(tmp_path, counts):
+    tenx = tmp_path / "tenx"
+    write_10x(tenx, counts)
+    matrix = tenx / "matrix.mtx.gz"
+    matrix.write_bytes(matrix.read_bytes()[: matrix.stat().st_size // 2])
+    with pytest.raises(ScalelibError, match="truncated download"):
+        read_counts(tenx)
+    (tmp_path / "broken.h5ad").write_bytes(b"HDF")
+    with pytest.raises(ScalelibError, match="cannot read"):
+        read_counts(tmp_path / "broken.h5ad")
 
 
 def test_missing_path_and_unknown_format(tmp_path):

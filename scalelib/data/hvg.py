@@ -155,6 +155,9 @@ def _check_request(n_top_genes: int, detected: int, n_genes: int, n_cells: int) 
     if n_cells < 2:
         raise ScalelibError(f"{n_cells} training cell(s) are too few to rank genes; "
                             "draw more cells")
+    if detected == 0:
+        raise ScalelibError(f"none of the {n_genes:,} genes has counts in the {n_cells:,} "
+                            "training cells; check that the input holds counts and genes")
     if not 1 <= n_top_genes <= detected:
         raise ScalelibError(
             f"asked for {n_top_genes:,} genes but only {detected:,} of {n_genes:,} genes have "

@@ -9,6 +9,7 @@ dataset manifest. :func:`check_counts` is shared with the other sources (Census,
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from scalelib.errors import ScalelibError
+from scalelib.errors import ScalelibError, read_failures
 
 TENX_MATRIX = ("matrix.mtx.gz", "matrix.mtx")
 OBS_TABLE = "obs.tsv"
@@ -92,25 +93,37 @@ def _check_block(values: np.ndarray, where: str) -> None:
 
 
 def check_names(adata: ad.AnnData, where: str) -> None:
-    """Raise :class:`ScalelibError` when gene names or cell IDs repeat."""
-    for names, what, fix in (
-        (adata.var_names, "gene names", "adata.var_names_make_unique()"),
-        (adata.obs_names, "cell IDs", "adata.obs_names_make_unique()"),
-    ):
-        duplicated = names[names.duplicated()].unique()
-        if len(duplicated):
-            examples = ", ".join(map(repr, duplicated[:3]))
-            raise ScalelibError(
-                f"{where} has {len(duplicated)} duplicate {what} (e.g. {examples}); "
-                f"make them unique ({fix}) and save again"
-            )
+    """Apply the one rule on names of every file source: cell IDs must be unique (raise
+    :class:`ScalelibError` otherwise); repeated gene names are made unique as scanpy's 10x
+    reader does (``GENE``, ``GENE-1``, ...), with a warning and their number recorded in
+    ``uns["scalelib"]["renamed_duplicate_genes"]``, since gene IDs, not names, identify genes.
+
+    Parameters
+    ----------
+    adata
+        Counts just read; changed in place.
+    where
+        The source, for messages.
+    """
+    duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()
+    if len(duplicated):
+        examples = ", ".join(map(repr, duplicated[:3]))
+        raise ScalelibError(
+            f"{where} has {len(duplicated)} duplicate cell IDs (e.g. {examples}); make them "
+            "unique (adata.obs_names_make_unique()) and save again"
+        )
+    repeated = int(adata.var_names.duplicated().sum())
+    if repeated:
+        examples = ", ".join(map(repr, adata.var_names[adata.var_names.duplicated()].unique()[:3]))
+        warnings.warn(f"{where}: {repeated} repeated gene name(s) (e.g. {examples}) renamed "
+                      "NAME-1, NAME-2, ... to make them unique", stacklevel=3)
+        adata.var_names_make_unique()
+        adata.uns.setdefault("scalelib", {})["renamed_duplicate_genes"] = repeated
 
 
 def _read_h5ad(path: Path) -> ad.AnnData:
-    try:
+    with read_failures(path, "check the file (a truncated copy?) or write it again"):
         adata = ad.read_h5ad(path)
-    except OSError as error:
-        raise ScalelibError(f"cannot read {path} as .h5ad ({error}); check the file") from None
     problems = []
     for location in ("X", "layers['counts']", "raw"):
         counts = _counts_at(adata, location)
@@ -122,8 +135,8 @@ def _read_h5ad(path: Path) -> ad.AnnData:
         except ScalelibError as error:
             problems.append(str(error))
             continue
-        check_names(counts, str(path))
         counts.uns["scalelib"] = {"source": "h5ad", "path": str(path), "counts_from": location}
+        check_names(counts, str(path))
         return counts
     raise ScalelibError(
         f"no raw counts in {path}: " + "; ".join(problems)
@@ -151,10 +164,11 @@ def _counts_at(adata: ad.AnnData, location: str) -> ad.AnnData | None:
 def _read_10x(path: Path) -> ad.AnnData:
     import scanpy as sc
 
-    try:
-        adata = sc.read_10x_mtx(path, var_names="gene_symbols", make_unique=True)
-    except (OSError, ValueError) as error:
-        raise ScalelibError(f"cannot read {path} as a 10x directory ({error})") from None
+    with read_failures(path, "check that matrix.mtx(.gz), features.tsv(.gz) and "
+                       "barcodes.tsv(.gz) are complete (a truncated download?)"), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Variable names are not unique")
+        adata = sc.read_10x_mtx(path, var_names="gene_symbols", make_unique=False)
     adata.X = _as_csr(adata.X)
     check_counts(adata.X, f"matrix.mtx of {path}")
     provenance = {"source": "10x", "path": str(path), "counts_from": "matrix.mtx"}
@@ -162,6 +176,7 @@ def _read_10x(path: Path) -> ad.AnnData:
         adata.obs = _join_obs(adata.obs, path / OBS_TABLE)
         provenance["obs"] = OBS_TABLE
     adata.uns["scalelib"] = provenance
+    check_names(adata, str(path))
     return adata
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -120,6 +121,17 @@ def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
     return rows.filter(several)
 
 
+def _warn_of_mixed_budgets(rows: pl.DataFrame, by: Sequence[str]) -> None:
+    """Warn when one fit group holds runs of several training budgets (``budget_steps``)."""
+    if "budget_steps" not in rows.columns or "budget_steps" in by:
+        return
+    mixed = [group for group, part in _groups(rows, by) if part["budget_steps"].n_unique() > 1]
+    if mixed:
+        warnings.warn(f"{len(mixed)} fit group(s) mix runs of different training budgets; fit "
+                      "one budget at a time (group by budget_steps, or filter the table)",
+                      stacklevel=3)
+
+
 def _groups(table: pl.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, Any], pl.DataFrame]]:
     if not by:
         return [({}, table)]
@@ -189,9 +201,12 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
         _fitter(method)
     if baselines is None:
         baselines = baseline_rows(table)
+    if table.height == 0:
+        raise ScalelibError("the table has no rows; point to a table with one row per run")
     rows = transformer_rows(ok_rows(table))
     if rows.height == 0:
         raise ScalelibError("the table has no rows with status 'ok'; run or repair the sweep")
+    _warn_of_mixed_budgets(rows, by)
     fits = []
     for group, part in _groups(rows, by):
         context = _run_context(part, matching_baselines(part, baselines), x, y)

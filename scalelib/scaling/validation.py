@@ -8,6 +8,10 @@ import numpy as np
 
 from scalelib.errors import ScalelibError
 
+# Values a fit accepts: a power law's a = L x^alpha must stay a float for every x and alpha in
+# the fitters' bounds, which values near the float limits (1e308) do not allow.
+VALUE_RANGE = (1e-100, 1e100)
+
 
 def _checked(values: Iterable[float], name: str) -> np.ndarray:
     """A 1-D float array of finite, positive values, or a ScalelibError naming the fix."""
@@ -25,6 +29,13 @@ def _checked(values: Iterable[float], name: str) -> np.ndarray:
         raise ScalelibError(
             f"{name} must be positive for a log-log fit, but {int(np.sum(array <= 0))} value(s) "
             f"are <= 0 (smallest {array.min():g}); drop or fix those rows"
+        )
+    outside = int(np.sum((array < VALUE_RANGE[0]) | (array > VALUE_RANGE[1])))
+    if outside:
+        raise ScalelibError(
+            f"{name} has {outside} value(s) outside {VALUE_RANGE[0]:g} to {VALUE_RANGE[1]:g} "
+            f"(largest {array.max():g}, smallest {array.min():g}), too extreme to fit in "
+            "floating point; rescale the column (e.g. divide it by a power of ten)"
         )
     return array
 

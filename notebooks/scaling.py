@@ -275,7 +275,9 @@ def _(
                                         regimes=list(regimes.value))
     _config = sweeps.train_config(train_preset.value, budget_kind.value, budget.value)
     _runs = sweeps.plan(_datasets, chosen_sizes, _config, seeds=[int(s) for s in seeds.value],
-                        data_fractions=[float(f) for f in fractions.value])
+                        data_fractions=[float(f) for f in fractions.value],
+                        regime_budgets=sweeps.uses_regime_budgets(source.value,
+                                                                  budget_kind.value))
     mo.output.replace(mo.md(f"Training {len(_runs)} planned runs into `{_out}`..."))
 
     def _show_curves(frame):
@@ -323,7 +325,17 @@ def _(Path, mo, out_dir, plots, results, sweeps):
 
 
 @app.cell
-def _(Path, full_rows, mo, n_bootstrap, out_dir, refit_button, stored_or_fitted, write_fits):
+def _(
+    Path,
+    auto_train,
+    full_rows,
+    mo,
+    n_bootstrap,
+    out_dir,
+    refit_button,
+    stored_or_fitted,
+    write_fits,
+):
     _groups = full_rows["regime"].n_unique()
     fits_path = Path(out_dir.value) / "fits.json"
     with mo.status.progress_bar(total=max(1, 2 * _groups * n_bootstrap.value),
@@ -333,9 +345,11 @@ def _(Path, full_rows, mo, n_bootstrap, out_dir, refit_button, stored_or_fitted,
     fits = list(_stored.fits)
     if _why is None:
         fits_note = f"read from `{fits_path}` (press **Refit** to redo them)"
-    else:
+    elif refit_button.value or auto_train:  # written only when asked: opening never does
         write_fits(fits, fits_path)
         fits_note = f"fitted now, as {_why}, and written to `{fits_path}`"
+    else:
+        fits_note = f"fitted now, as {_why}; not saved (**Refit** writes `{fits_path}`)"
     if mo.app_meta().mode == "script":
         print(f"fits of {full_rows.height} runs {'read from' if _why is None else 'in'} "
               f"{fits_path}")

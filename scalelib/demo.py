@@ -37,7 +37,7 @@ from scalelib.scaling import (
     verdict,
     write_fits,
 )
-from scalelib.sweep import SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
+from scalelib.sweep import RunSpec, SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
 
 DEMO_REGIMES = ("rich", "limited")
 # Training cells seen per run. The limited regime (900 training cells, twice the genes, so
@@ -93,11 +93,7 @@ def run_demo(
     if preset not in ("demo", "smoke"):
         raise ScalelibError(f"unknown demo preset {preset!r}; choose demo or smoke")
     check_sweep_dir(out_dir)
-    config, ladder = TRAIN_PRESETS[preset], get_ladder(preset)
-    runs = []
-    for regime in DEMO_REGIMES:
-        dataset = load_or_simulate(regime, preset, out_dir / "datasets")
-        runs += plan_runs(dataset, ladder, _regime_budget(config, regime), seeds=seeds)
+    runs = plan_demo(out_dir, preset=preset, seeds=seeds)
     results = run_sweep(runs, out_dir, rerun=rerun, callbacks=callbacks, progress=progress)
     fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=n_bootstrap)
     files = {
@@ -111,8 +107,39 @@ def run_demo(
     return DemoSummary(out_dir, results, fits, files, time.perf_counter() - started)
 
 
-def _regime_budget(config: TrainConfig, regime: str) -> TrainConfig:
-    fraction = REGIME_BUDGET_FRACTION[regime]
+def plan_demo(out_dir: str | Path, *, preset: str = "demo",
+              seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """The demo's runs: the ladder of ``preset`` on both regimes, each at its regime's budget.
+
+    Parameters
+    ----------
+    out_dir
+        Output directory (its ``datasets/`` are simulated when missing).
+    preset
+        ``"demo"`` or ``"smoke"``.
+    seeds
+        Run seeds.
+    """
+    config, ladder = TRAIN_PRESETS[preset], get_ladder(preset)
+    runs = []
+    for regime in DEMO_REGIMES:
+        dataset = load_or_simulate(regime, preset, Path(out_dir) / "datasets")
+        runs += plan_runs(dataset, ladder, regime_budget(config, regime), seeds=seeds)
+    return runs
+
+
+def regime_budget(config: TrainConfig, regime: str) -> TrainConfig:
+    """``config`` with its budget scaled by the regime's :data:`REGIME_BUDGET_FRACTION`
+    (unchanged for a regime not listed there).
+
+    Parameters
+    ----------
+    config
+        A training preset.
+    regime
+        The dataset's regime label.
+    """
+    fraction = REGIME_BUDGET_FRACTION.get(regime, 1.0)
     if config.max_cells is not None:
         return config.with_(max_cells=round(config.max_cells * fraction))
     return config.with_(max_steps=max(1, round(config.max_steps * fraction)))

@@ -88,6 +88,35 @@ def test_scaling_notebook_trains_and_fits_headless(smoke_sweep):
     assert all(f["n_bootstrap"] == 50 for f in fits)
 
 
+def test_opening_the_scaling_notebook_never_rewrites_the_fits(smoke_sweep, tmp_path):
+    """Opened on another preset's sweep without --train (as an export or a viewer would):
+    the stored fits.json stays as it was, whatever the bootstrap setting."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(smoke_sweep, sweep)
+    before = (sweep / "fits.json").read_bytes()
+    result = run_notebook("scaling", "--preset", "demo", "--out", str(sweep), "--bootstrap", "0")
+    assert "nothing trained" in result.stdout
+    assert (sweep / "fits.json").read_bytes() == before
+
+
+def test_scaling_notebook_defaults_plan_exactly_the_demos_runs(tmp_path):
+    """Same run IDs as `scalelib demo` (whose limited regime has half the budget), so pressing
+    Train after the demo trains nothing."""
+    from scalelib.config import TRAIN_PRESETS, get_ladder
+    from scalelib.demo import plan_demo
+    from scalelib.explore import sweeps
+
+    for preset in ("smoke",):  # the demo preset takes the same path, with bigger datasets
+        datasets = sweeps.load_sources(sweeps.SIMULATED, preset=preset, out_dir=tmp_path / preset)
+        notebook = sweeps.plan(datasets, get_ladder(preset), sweeps.train_config(preset),
+                               regime_budgets=sweeps.uses_regime_budgets(sweeps.SIMULATED,
+                                                                         "preset"))
+        demo = plan_demo(tmp_path / preset, preset=preset)
+        assert [run.run_id for run in notebook] == [run.run_id for run in demo]
+        budgets = {run.dataset.regime: run.config.total_steps for run in notebook}
+        assert budgets["limited"] < budgets["rich"] == TRAIN_PRESETS[preset].total_steps
+
+
 def test_scaling_notebook_reopened_does_not_retrain(smoke_sweep):
     before = pl.read_parquet(smoke_sweep / "results.parquet")
     result = run_notebook("scaling", "--preset", "smoke", "--out", str(smoke_sweep),

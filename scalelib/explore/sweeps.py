@@ -109,14 +109,26 @@ def train_config(preset: str, budget_kind: str = "preset", budget: int | None = 
     return config.with_(**changes)
 
 
+def uses_regime_budgets(source: str, budget_kind: str) -> bool:
+    """Whether a plan takes ``scalelib demo``'s per-regime budgets: simulated regimes at the
+    preset's budget (the demo halves the limited regime's), so the notebook's defaults plan
+    exactly the demo's runs and find them finished."""
+    return source == SIMULATED and budget_kind == "preset"
+
+
 def plan(datasets: Sequence[ExpressionDataset], sizes: Sequence[ModelSize],
          config: TrainConfig, *, seeds: Sequence[int] = (0,),
-         data_fractions: Sequence[float] = (1.0,)) -> list[RunSpec]:
+         data_fractions: Sequence[float] = (1.0,),
+         regime_budgets: bool = False) -> list[RunSpec]:
     """Runs over datasets x data sizes x model sizes x seeds (see :func:`~scalelib.sweep.plan_runs`).
 
     ``data_fractions`` are fractions of each dataset's training cells (1.0: all of them, as in
-    ``scalelib demo``); more than one makes a data-size sweep on the nested subsets.
+    ``scalelib demo``); more than one makes a data-size sweep on the nested subsets. With
+    ``regime_budgets`` each dataset's budget is scaled as ``scalelib demo`` scales it
+    (:func:`scalelib.demo.regime_budget`).
     """
+    from scalelib.demo import regime_budget
+
     if not seeds:
         raise ScalelibError("choose at least one seed")
     runs: list[RunSpec] = []
@@ -124,7 +136,8 @@ def plan(datasets: Sequence[ExpressionDataset], sizes: Sequence[ModelSize],
         available = dataset.n_cells("train")
         train_sizes = sorted({None if f >= 1 else max(1, round(f * available))
                               for f in data_fractions}, key=lambda n: n or math.inf)
-        runs += plan_runs(dataset, sizes, config, seeds=seeds, train_sizes=train_sizes)
+        budget = regime_budget(config, dataset.regime) if regime_budgets else config
+        runs += plan_runs(dataset, sizes, budget, seeds=seeds, train_sizes=train_sizes)
     return runs
 
 

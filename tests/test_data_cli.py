@@ -99,10 +99,6 @@ def _set(row, column, value):
     return change
 
 
-def _duplicate_names(counts):
-    counts.var_names = ["SAME", "SAME", *counts.var_names[2:]]
-
-
 @pytest.mark.filterwarnings("ignore:Variable names are not unique")
 @pytest.mark.parametrize(("case", "message"), [
     ("missing", "no file or directory"),
@@ -110,7 +106,6 @@ def _duplicate_names(counts):
     ("fraction", "non-integer values"),
     ("negative", "negative values"),
     ("nan", "NaN"),
-    ("duplicates", "duplicate gene names"),
     ("too_many_cells", "asked for 5,000 cells but the source has only 200"),
     ("too_many_genes", "ask for between 1 and"),
     ("no_store", "no SOMA store at"),
@@ -121,7 +116,7 @@ def _duplicate_names(counts):
 def test_bad_sources_exit_2_with_one_line(tmp_path, capsys, census_store, case, message):
     out = tmp_path / "out"
     changes = {"fraction": _set(3, 5, 0.5), "negative": _set(3, 5, -1.0),
-               "nan": _set(3, 5, np.nan), "duplicates": _duplicate_names}
+               "nan": _set(3, 5, np.nan)}
     source = _h5ad(tmp_path, case, changes.get(case))
     argv = {
         "missing": ["--source", tmp_path / "absent.h5ad", "--genes", "8"],

@@ -93,25 +93,34 @@ def _check_block(values: np.ndarray, where: str) -> None:
 
 
 def check_names(adata: ad.AnnData, where: str) -> None:
-    """Apply the one rule on names of every file source: cell IDs must be unique (raise
-    :class:`ScalelibError` otherwise); repeated gene names are made unique as scanpy's 10x
+    """Raise :class:`ScalelibError` when gene names or cell IDs repeat (counts handed over in
+    memory; the file readers first apply :func:`unique_gene_names`)."""
+    for names, what, fix in (
+        (adata.var_names, "gene names", "adata.var_names_make_unique()"),
+        (adata.obs_names, "cell IDs", "adata.obs_names_make_unique()"),
+    ):
+        duplicated = names[names.duplicated()].unique()
+        if len(duplicated):
+            examples = ", ".join(map(repr, duplicated[:3]))
+            raise ScalelibError(
+                f"{where} has {len(duplicated)} duplicate {what} (e.g. {examples}); "
+                f"make them unique ({fix}) and save again"
+            )
+
+
+def unique_gene_names(adata: ad.AnnData, where: str) -> None:
+    """The one rule of every file source on repeated gene names: made unique as scanpy's 10x
     reader does (``GENE``, ``GENE-1``, ...), with a warning and their number recorded in
-    ``uns["scalelib"]["renamed_duplicate_genes"]``, since gene IDs, not names, identify genes.
+    ``uns["scalelib"]["renamed_duplicate_genes"]`` (gene IDs, not names, identify genes);
+    repeated cell IDs are still refused (:func:`check_names`).
 
     Parameters
     ----------
     adata
-        Counts just read; changed in place.
+        Counts just read from a file; changed in place.
     where
         The source, for messages.
     """
-    duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()
-    if len(duplicated):
-        examples = ", ".join(map(repr, duplicated[:3]))
-        raise ScalelibError(
-            f"{where} has {len(duplicated)} duplicate cell IDs (e.g. {examples}); make them "
-            "unique (adata.obs_names_make_unique()) and save again"
-        )
     repeated = int(adata.var_names.duplicated().sum())
     if repeated:
         examples = ", ".join(map(repr, adata.var_names[adata.var_names.duplicated()].unique()[:3]))
@@ -119,6 +128,7 @@ def check_names(adata: ad.AnnData, where: str) -> None:
                       "NAME-1, NAME-2, ... to make them unique", stacklevel=3)
         adata.var_names_make_unique()
         adata.uns.setdefault("scalelib", {})["renamed_duplicate_genes"] = repeated
+    check_names(adata, where)
 
 
 def _read_h5ad(path: Path) -> ad.AnnData:
@@ -136,7 +146,7 @@ def _read_h5ad(path: Path) -> ad.AnnData:
             problems.append(str(error))
             continue
         counts.uns["scalelib"] = {"source": "h5ad", "path": str(path), "counts_from": location}
-        check_names(counts, str(path))
+        unique_gene_names(counts, str(path))
         return counts
     raise ScalelibError(
         f"no raw counts in {path}: " + "; ".join(problems)
@@ -176,7 +186,7 @@ def _read_10x(path: Path) -> ad.AnnData:
         adata.obs = _join_obs(adata.obs, path / OBS_TABLE)
         provenance["obs"] = OBS_TABLE
     adata.uns["scalelib"] = provenance
-    check_names(adata, str(path))
+    unique_gene_names(adata, str(path))
     return adata
 
 

@@ -200,10 +200,10 @@ def test_fits_never_mix_budgets_silently():
         "n_train_cells": 100, "budget_steps": [10, 10, 10, 20, 20, 20],
         "params": [10, 100, 1000] * 2, "best_val_mse": [1.0, 0.8, 0.7, 0.9, 0.7, 0.6]})
     with pytest.warns(UserWarning, match="mix runs of different training budgets"):
-        fit_groups(rows, methods=("grid",))
+        fit_groups(rows, by=(), methods=("grid",))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit_groups(rows.filter(pl.col("budget_steps") == 10), methods=("grid",))
+        fit_groups(rows.filter(pl.col("budget_steps") == 10), by=(), methods=("grid",))
 
 
 def test_smoke_preset_is_valid():

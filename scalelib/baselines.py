@@ -90,6 +90,25 @@ class BaselineResult:
         return asdict(self)
 
 
+def family_spec(family: str) -> dict:
+    """What determines a family's result besides data and masks: its grid of settings and the
+    inner-split and reference caps (a sweep hashes it into the baseline's run ID).
+
+    Parameters
+    ----------
+    family
+        One of ``FAMILIES``.
+    """
+    grids = {"mean": [], "pca": list(PCA_COMPONENTS), "ridge": list(RIDGE_LAMBDAS),
+             "knn": list(KNN_NEIGHBOURS)}
+    spec = {"family": family, "grid": grids[family], "inner_fraction": INNER_FRACTION,
+            "max_inner_cells": MAX_INNER_CELLS, "max_train_cells": MAX_TRAIN_CELLS,
+            "inner_mask_seed_offset": INNER_MASK_SEED_OFFSET}
+    if family == "knn":
+        spec["max_reference"] = MAX_KNN_REFERENCE
+    return spec
+
+
 def fit_baselines(dataset: ExpressionDataset, *, families: Sequence[str] = FAMILIES,
                   n_train: int | None = None, mask_rate: float = TrainConfig.mask_rate,
                   eval_mask_seed: int = TrainConfig.eval_mask_seed, seed: int = 0,

@@ -126,7 +126,8 @@ def check_budget(runs: Sequence[RunSpec], out_dir: str | Path, *, n_sizes: int =
                             "largest sizes, which need finished runs in results.parquet")
     seen = dict(zip(rows["run_id"], rows["cells_seen"]))
     doubled = [doubled_run(run, int(seen[run.run_id])) for run in checked]
-    reruns = run_sweep(doubled, out_dir, table=CHECK_TABLE, progress=progress)
+    reruns = run_sweep(doubled, out_dir, table=CHECK_TABLE, progress=progress,
+                       baselines=False)
     fit = fit_groups(rows, by=(), methods=("huber",), n_bootstrap=n_bootstrap)[0]
     checks = [_compare(name, rows, reruns, fit) for name in names]
     _write_summary(out_dir / CHECK_SUMMARY, checks, fit.status)

@@ -279,7 +279,7 @@ def test_vs_val_chart(results: pl.DataFrame, *, color: str | None = "regime",
         The dashed diagonal, then the points, on one linear scale shared by both axes.
     """
     _require(results, ["best_val_mse", "test_mse"], "test_vs_val_chart")
-    points = _series(ok_rows(results), color).filter(
+    points = _series(transformer_rows(ok_rows(results)), color).filter(
         pl.col("best_val_mse").is_not_null() & pl.col("test_mse").is_not_null())
     values = points.select(pl.col("best_val_mse"), pl.col("test_mse")).to_numpy()
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
@@ -333,7 +333,8 @@ def data_size_chart(results: pl.DataFrame, fits: JointFit | Sequence[JointFit] |
         Layers: points, seed-mean lines and (when fits are given) joint-fit lines.
     """
     _require(results, [x, y, "size"], "data_size_chart")
-    points = ok_rows(results).filter(pl.col(x).is_not_null() & pl.col(y).is_not_null())
+    points = transformer_rows(ok_rows(results)).filter(
+        pl.col(x).is_not_null() & pl.col(y).is_not_null())
     points = points.with_columns(pl.col("size").cast(pl.Utf8))
     order = _size_order(points)
     means = points.group_by("size", x).agg(pl.col(y).mean()).sort("size", x)

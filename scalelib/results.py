@@ -1,4 +1,4 @@
-"""The results table: one row per training run, as parquet, appended atomically.
+"""The results table: one row per training run or baseline, as parquet, appended atomically.
 
 Every stage after training reads this table (and the fit JSON), never the training code.
 
@@ -20,6 +20,7 @@ import polars as pl
 
 from scalelib.atomic import atomic_path
 from scalelib.errors import ScalelibError, read_failures
+from scalelib.fitrules import TRANSFORMER
 from scalelib.locks import file_lock
 
 # Column -> (polars dtype, meaning). The order here is the column order on disk.
@@ -70,12 +71,15 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "checkpoint": (pl.Utf8, "path of the best-validation checkpoint"),
     "finished_at": (pl.Utf8, "UTC time the run finished (ISO 8601)"),
     "status": (pl.Utf8, "ok, or failed: <reason>"),
+    "model_family": (pl.Utf8, "transformer, or a baseline: mean, pca, ridge or knn"),
+    "setting": (pl.Utf8, "a baseline's setting chosen on its inner split (k=16, lambda=0.1)"),
 }
 
 RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
 # Columns added after tables were first written, with the value an older table implies.
 LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
-                                    "val_improvement": None}
+                                    "val_improvement": None, "model_family": TRANSFORMER,
+                                    "setting": None}
 CHECKSUM_COLUMN = "row_sha256"
 
 
@@ -122,7 +126,8 @@ def read_results(path: str | Path) -> pl.DataFrame:
     Returns
     -------
     polars.DataFrame
-        The schema's columns, in schema order (extra columns on disk are dropped).
+        The schema's columns, in schema order (extra columns on disk are dropped; columns
+        of ``LATER_COLUMNS`` missing from an older table read as their fill value).
 
     Raises
     ------

@@ -13,6 +13,12 @@ table's own lock (:func:`scalelib.results.append_results`) keeps every row. Each
 also kept in its ``row.json``, written before the table: a run whose row never reached the
 table is picked up from there instead of retrained, and :func:`rebuild_results` rebuilds a
 damaged table from the run directories.
+
+Before training, a sweep fits the baselines of :mod:`scalelib.baselines` once per dataset and
+training-set size (on the same nested training subset the runs of that size use, scored on
+the same masks) and stores them as rows whose ``model_family`` is the baseline's; their IDs
+hash the dataset fingerprint, family, training-set size and mask settings, so a resumed sweep
+does not fit them again.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
 from scalelib.atomic import atomic_path
+from scalelib.baselines import FAMILIES, BaselineResult, family_spec, fit_baselines
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
@@ -43,6 +51,7 @@ from scalelib.provenance import code_version
 from scalelib.results import (
     LATER_COLUMNS,
     RESULT_COLUMNS,
+    TRANSFORMER,
     append_results,
     finished_run_ids,
     read_results,
@@ -175,6 +184,7 @@ def run_sweep(
     progress: bool = True,
     in_memory: bool = True,
     table: str = "results.parquet",
+    baselines: bool = True,
 ) -> pl.DataFrame:
     """Train every planned run not yet finished and append its row to ``results.parquet``.
 
@@ -183,6 +193,8 @@ def run_sweep(
     <reason>`` and the sweep goes on; errors in the input (:class:`ScalelibError`) stop it.
     Runs claimed by another process on the same directory are trained by that process (see
     the module docstring).
+    First, the baselines of every dataset and training-set size the runs use are fitted and
+    stored, unless already in the table (see :func:`plan_baselines`).
 
     Parameters
     ----------
@@ -201,11 +213,14 @@ def run_sweep(
     table
         File name of the results table in ``out_dir`` (another name keeps runs apart from the
         sweep's fits, e.g. the budget check's reruns).
+    baselines
+        Fit and store the baselines of the runs' data (False: transformers only).
 
     Returns
     -------
     polars.DataFrame
-        The results rows of ``runs`` (finished earlier, now, or by another process).
+        The results rows of ``runs`` (finished earlier, now, or by another process); the
+        baseline rows stay in the table (``scalelib.scaling.baseline_rows``).
     """
     runs = [run.on_this_machine() for run in runs]
     out_dir = Path(out_dir)
@@ -213,6 +228,9 @@ def run_sweep(
     check_sweep_dir(out_dir)
     callbacks = callbacks or SweepCallbacks()
     done = set() if rerun else finished_run_ids(results_path)
+    if baselines:
+        run_baselines([b for b in plan_baselines(runs) if b.run_id not in done], results_path,
+                      progress=progress)
     pending = [run for run in runs if run.run_id not in done]
     overall = tqdm(total=len(pending), desc="sweep", unit="run", disable=not progress)
     trained = 0
@@ -395,17 +413,11 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
         ``"ok"`` or ``"failed: <reason>"``.
     """
     dataset, size, config = run.dataset, run.size, run.config
-    n_train = run.n_train or dataset.n_cells("train")
     row = {
         "run_id": run.run_id,
-        "regime": dataset.regime,
-        "source": dataset.source,
-        "dataset": dataset.manifest.get("path", dataset.manifest.get("name", "in-memory")),
-        "dataset_fingerprint": dataset.fingerprint,
-        "n_genes": dataset.n_genes,
-        "n_train_cells": n_train,
-        "n_val_cells": dataset.n_cells("val"),
-        "n_test_cells": dataset.n_cells("test"),
+        "model_family": TRANSFORMER,
+        "setting": None,
+        **_dataset_columns(dataset, run.n_train),
         "size": size.name,
         "d_model": size.d_model,
         "n_layers": size.n_layers,
@@ -419,7 +431,7 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
         "mask_rate": config.mask_rate,
         "torch_version": torch.__version__,
         "code_version": code_version(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _now(),
         "status": status,
     }
     metrics = result.metrics() if result is not None else dict.fromkeys(TrainResult.__annotations__)
@@ -432,4 +444,156 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
         row.update(params=count_parameters(size, dataset.n_genes),
                    flops_per_cell=training_flops_per_cell(size, dataset.n_genes),
                    budget_steps=config.total_steps)
+    return row
+
+
+def _dataset_columns(dataset: ExpressionDataset, n_train: int | None) -> dict:
+    """The results columns that describe the data of a row."""
+    return {
+        "regime": dataset.regime,
+        "source": dataset.source,
+        "dataset": dataset.manifest.get("path", dataset.manifest.get("name", "in-memory")),
+        "dataset_fingerprint": dataset.fingerprint,
+        "n_genes": dataset.n_genes,
+        "n_train_cells": n_train or dataset.n_cells("train"),
+        "n_val_cells": dataset.n_cells("val"),
+        "n_test_cells": dataset.n_cells("test"),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- baselines
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """One baseline family fitted on one dataset's nested training subset.
+
+    Parameters
+    ----------
+    dataset
+        The data (its fingerprint enters the run ID).
+    family
+        A family of :data:`scalelib.baselines.FAMILIES`.
+    n_train
+        Training cells it is fitted on (the nested subset of that size).
+    mask_rate, eval_mask_seed
+        The evaluation masks of the runs it is compared with.
+    seed
+        Seed of the inner split and the kNN reference subsample.
+    """
+
+    dataset: ExpressionDataset = field(compare=False, repr=False)
+    family: str
+    n_train: int
+    mask_rate: float
+    eval_mask_seed: int
+    seed: int = 0
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        """A 16-hex-digit hash of dataset fingerprint, family (with its grid), training-set
+        size, mask settings and seed."""
+        key = {
+            "dataset": self.dataset.fingerprint,
+            "model_family": family_spec(self.family),
+            "n_train": self.n_train,
+            "mask_rate": self.mask_rate,
+            "eval_mask_seed": self.eval_mask_seed,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def data_key(self) -> tuple:
+        """What the families fitted together share: data, training size, masks, seed."""
+        return (self.dataset.fingerprint, self.n_train, self.mask_rate, self.eval_mask_seed,
+                self.seed)
+
+
+def plan_baselines(runs: Sequence[RunSpec], families: Sequence[str] = FAMILIES) -> list[BaselineSpec]:
+    """The baselines a set of runs is compared with: every family once per dataset,
+    training-set size and evaluation mask (in the order the runs first use them).
+
+    Parameters
+    ----------
+    runs
+        Planned runs (see :func:`plan_runs`).
+    families
+        Baseline families.
+    """
+    planned: dict[str, BaselineSpec] = {}
+    for run in runs:
+        n_train = run.n_train or run.dataset.n_cells("train")
+        for family in families:
+            spec = BaselineSpec(run.dataset, family, n_train, run.config.mask_rate,
+                                run.config.eval_mask_seed)
+            planned.setdefault(spec.run_id, spec)
+    return list(planned.values())
+
+
+def run_baselines(specs: Sequence[BaselineSpec], results_path: str | Path, *,
+                  progress: bool = True) -> pl.DataFrame:
+    """Fit planned baselines (the families of one data key together) and append their rows.
+
+    A fit that fails (too few training cells, a singular system) is recorded with ``status``
+    ``failed: <reason>`` and the others go on.
+
+    Parameters
+    ----------
+    specs
+        Planned baselines (see :func:`plan_baselines`).
+    results_path
+        Results parquet file.
+    progress
+        Show a terminal progress bar.
+
+    Returns
+    -------
+    polars.DataFrame
+        The rows written.
+    """
+    groups: dict[tuple, list[BaselineSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.data_key, []).append(spec)
+    rows = []
+    for group in tqdm(groups.values(), desc="baselines", unit="dataset", disable=not progress):
+        first = group[0]
+        try:
+            results = fit_baselines(first.dataset, families=[s.family for s in group],
+                                    n_train=first.n_train, mask_rate=first.mask_rate,
+                                    eval_mask_seed=first.eval_mask_seed, seed=first.seed)
+            written = [baseline_row(spec, result) for spec, result in zip(group, results)]
+        except (ScalelibError, np.linalg.LinAlgError, MemoryError) as error:
+            reason = f"failed: {type(error).__name__}: {error}"[:300]
+            written = [baseline_row(spec, None, status=reason) for spec in group]
+        append_results(written, results_path)
+        rows.extend(written)
+    return read_results(results_path).filter(pl.col("run_id").is_in([r["run_id"] for r in rows]))
+
+
+def baseline_row(spec: BaselineSpec, result: BaselineResult | None, status: str = "ok") -> dict:
+    """The results-table row of a baseline: data and mask columns, its scores as
+    ``best_val_mse`` and ``test_mse``, its fit time as ``wall_time_s``; model and training
+    columns null.
+
+    Parameters
+    ----------
+    spec
+        The planned baseline.
+    result
+        Its outcome; None for a failed fit.
+    status
+        ``"ok"`` or ``"failed: <reason>"``.
+    """
+    row = dict.fromkeys(RESULT_COLUMNS)
+    row.update(_dataset_columns(spec.dataset, spec.n_train))
+    row.update(run_id=spec.run_id, model_family=spec.family, seed=spec.seed,
+               mask_rate=spec.mask_rate, device="cpu", dtype="fp64", code_version=code_version(),
+               finished_at=_now(), status=status)
+    if result is not None:
+        row.update(best_val_mse=result.val_mse, test_mse=result.test_mse, setting=result.setting,
+                   wall_time_s=result.fit_seconds)
     return row

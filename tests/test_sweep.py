@@ -91,8 +91,10 @@ def test_cli_tiny_sweep_then_fit(tmp_path, capsys):
             "--train-preset", "smoke", "--steps", "10", "--out", str(out)]
     assert main(args) == 0
     table = read_results(out / "results.parquet")
-    assert table.height == len(SMOKE_LADDER) and (table["status"] == "ok").all()
-    capsys.readouterr()
+    assert (table["status"] == "ok").all()
+    assert table["model_family"].value_counts().sort("model_family").rows() == [
+        ("knn", 1), ("mean", 1), ("pca", 1), ("ridge", 1), ("transformer", len(SMOKE_LADDER))]
+    assert "baselines (fitted on the training cells" in capsys.readouterr().out
     assert main(["fit", str(out / "results.parquet"), "--x", "params", "--y", "best_val_mse",
                  "--method", "grid", "--json"]) == 0
     fit = json.loads(capsys.readouterr().out)
@@ -127,7 +129,8 @@ def test_budget_check_reruns_the_largest_sizes_at_twice_the_budget(dataset, tmp_
     for check in checks:
         assert check.cells_seen_doubled == 2 * check.cells_seen
         assert check.moved == (abs(check.val_mse_doubled - check.val_mse) > check.uncertainty)
-    assert read_results(tmp_path / "results.parquet").height == 3  # fits never see the reruns
+    families = read_results(tmp_path / "results.parquet")["model_family"]
+    assert (families == "transformer").sum() == 3  # fits never see the reruns
     assert read_results(tmp_path / CHECK_TABLE).height == 2
     summary = json.loads((tmp_path / CHECK_SUMMARY).read_text())
     assert summary["budget_matters"] == any(c.moved for c in checks)
@@ -139,3 +142,73 @@ def test_converge_budget_rows_record_convergence(dataset, tmp_path):
     row = table.row(0, named=True)
     assert row["budget_mode"] == "converge" and row["converged"] in (True, False)
     assert row["steps"] <= 60 and row["cells_seen"] == row["steps"] * config.batch_size
+
+
+def test_baselines_are_stored_once_per_dataset_and_training_size(dataset, tmp_path, monkeypatch):
+    from scalelib import sweep
+
+    calls = []
+    real_fit = sweep.fit_baselines
+    monkeypatch.setattr(sweep, "fit_baselines",
+                        lambda *a, **k: calls.append(k["n_train"]) or real_fit(*a, **k))
+    runs = plan_runs(dataset, SMOKE_LADDER[:2], CONFIG, seeds=[0, 1], train_sizes=[100, 300])
+    trained = run_sweep(runs, tmp_path, progress=False)
+    table = read_results(tmp_path / "results.parquet")
+    baselines = table.filter(pl.col("model_family") != "transformer")
+    assert sorted(calls) == [100, 300]  # one fit of the four families per training size
+    assert baselines.group_by("n_train_cells").len().sort("n_train_cells").rows() == [
+        (100, 4), (300, 4)]
+    assert baselines.select("size", "params", "d_model", "steps", "lr").null_count().row(0) == (
+        8, 8, 8, 8, 8)
+    assert (trained["model_family"] == "transformer").all()
+    for n_train, part in trained.group_by("n_train_cells"):
+        mean = baselines.filter((pl.col("n_train_cells") == n_train[0])
+                                & (pl.col("model_family") == "mean"))
+        assert (part["baseline_val_mse"] == mean["best_val_mse"][0]).all()  # the same masks
+    run_sweep(runs, tmp_path, progress=False)
+    assert sorted(calls) == [100, 300]  # resumed: nothing refitted
+    assert read_results(tmp_path / "results.parquet").height == table.height
+    bigger = plan_runs(dataset, SMOKE_LADDER[:1], CONFIG.with_(mask_rate=0.3), seeds=[0])
+    run_sweep(bigger, tmp_path, progress=False, baselines=True)
+    assert sorted(calls) == [100, 300, dataset.n_cells("train")]
+
+
+def test_fits_and_tables_ignore_baseline_rows(dataset, tmp_path):
+    from scalelib.explore.bundle import Bundle
+    from scalelib.scaling import (
+        baseline_rows,
+        data_size_rows,
+        fit_groups,
+        fit_joint_table,
+        matching_baselines,
+        scaling_rows,
+    )
+
+    runs = plan_runs(dataset, SMOKE_LADDER, CONFIG, train_sizes=[100, 300, 500])
+    run_sweep(runs, tmp_path, progress=False)
+    table = read_results(tmp_path / "results.parquet")
+    models = table.filter(pl.col("model_family") == "transformer")
+    assert table.height == models.height + 12
+    assert scaling_rows(table).equals(scaling_rows(models))
+    assert data_size_rows(table).equals(data_size_rows(models))
+    with_baselines = fit_groups(table, by=("n_train_cells",), methods=("grid",))
+    alone = fit_groups(models, by=("n_train_cells",), methods=("grid",),
+                       baselines=baseline_rows(table))
+    assert [(f.c, f.alpha, f.n_runs) for f in with_baselines] == [
+        (f.c, f.alpha, f.n_runs) for f in alone]
+    joint_all, joint_models = fit_joint_table(table), fit_joint_table(models)
+    assert joint_all[0].to_dict() == joint_models[0].to_dict()
+    largest = matching_baselines(scaling_rows(table), baseline_rows(table))
+    assert sorted(largest["model_family"]) == ["knn", "mean", "pca", "ridge"]
+    assert set(largest["n_train_cells"]) == {500}
+    bundle = Bundle(rows=table.to_dicts())
+    assert len(bundle.ok_rows) == models.height and len(bundle.baseline_rows) == 12
+
+
+def test_tables_written_before_baselines_read_as_transformers(dataset, tmp_path):
+    runs = plan_runs(dataset, SMOKE_LADDER[:1], CONFIG)
+    run_sweep(runs, tmp_path, progress=False, baselines=False)
+    path = tmp_path / "results.parquet"
+    pl.read_parquet(path).drop("model_family", "setting").write_parquet(path)
+    old = read_results(path)
+    assert old["model_family"].to_list() == ["transformer"] and old["setting"].is_null().all()

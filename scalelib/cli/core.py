@@ -156,6 +156,9 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
                         help="after the sweep, rerun the two largest sizes at twice the budget "
                         "and report whether their loss moved more than the fit's uncertainty "
                         "(written to budget_check.parquet/.json, never mixed into fits)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="do not fit the mean, PCA, ridge and kNN baselines (by default "
+                        "they are stored once per dataset and training-set size)")
     add_training_options(parser)
     parser.set_defaults(handler=_sweep)
 
@@ -164,7 +167,8 @@ def _sweep(args: argparse.Namespace) -> int:
     import polars as pl
 
     from scalelib.data.preprocess import load_or_simulate
-    from scalelib.results import print_table
+    from scalelib.results import print_table, read_results
+    from scalelib.scaling import baseline_rows, matching_baselines
     from scalelib.sweep import SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
 
     if args.rebuild_table:
@@ -181,9 +185,15 @@ def _sweep(args: argparse.Namespace) -> int:
     runs = plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
     trained = []
     table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap,
-                      callbacks=SweepCallbacks(on_run_start=lambda i, n, run: trained.append(run)))
+                      callbacks=SweepCallbacks(on_run_start=lambda i, n, run: trained.append(run)),
+                      baselines=not args.no_baselines)
     print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
                              "best_val_mse", "test_mse", "baseline_val_mse", "status"))
+    baselines = matching_baselines(table, baseline_rows(read_results(args.out / "results.parquet")))
+    if baselines.height:
+        print("baselines (fitted on the training cells, scored on the same masks):")
+        print_table(baselines.select("n_train_cells", "model_family", "setting", "best_val_mse",
+                                     "test_mse").sort("n_train_cells", "best_val_mse"))
     finished = table.filter(pl.col("status") == "ok")
     if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "

@@ -30,7 +30,7 @@ from scalelib.atomic import json_ready
 from scalelib.chartspec import size_order
 from scalelib.errors import ScalelibError
 from scalelib.explore.purefit import LiteFit
-from scalelib.fitrules import dataset_key, scaling_row_mask
+from scalelib.fitrules import TRANSFORMER, dataset_key, scaling_row_mask
 
 BUNDLE_NAME = "explorer-data.json"
 BUNDLE_FORMAT = "scalelib-explorer"
@@ -39,7 +39,7 @@ ROW_COLUMNS = (
     "run_id", "regime", "source", "dataset", "dataset_fingerprint", "n_genes", "n_train_cells", "size", "d_model",
     "n_layers", "params", "seed", "batch_size", "lr", "budget_steps", "steps", "cells_seen",
     "train_flops", "best_step", "best_val_mse", "test_mse", "baseline_val_mse",
-    "baseline_test_mse", "wall_time_s", "status",
+    "baseline_test_mse", "wall_time_s", "status", "model_family", "setting",
 )
 DEFAULT_BOOTSTRAP = 200
 
@@ -55,8 +55,15 @@ class Bundle:
 
     @property
     def ok_rows(self) -> list[dict[str, Any]]:
-        """Rows of runs that finished with status ``ok``."""
-        return [row for row in self.rows if row.get("status", "ok") == "ok"]
+        """Rows of trained models that finished with status ``ok`` (no baselines)."""
+        return [row for row in self.rows if row.get("status", "ok") == "ok"
+                and (row.get("model_family") or TRANSFORMER) == TRANSFORMER]
+
+    @property
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        """Finished baseline rows (``model_family`` mean, pca, ridge or knn)."""
+        return [row for row in self.rows if row.get("status", "ok") == "ok"
+                and (row.get("model_family") or TRANSFORMER) != TRANSFORMER]
 
     @property
     def scaling_rows(self) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from scalelib.config import TRAIN_PRESETS, ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
 from scalelib.model import count_parameters
-from scalelib.scaling import PowerLawFit, ok_rows
+from scalelib.scaling import PowerLawFit, ok_rows, transformer_rows
 from scalelib.sweep import RunSpec, SweepCallbacks, plan_runs
 from scalelib.train import CURVE_SCHEMA, StepInfo
 
@@ -240,7 +240,7 @@ def read_curves(sweep_dir: str | Path, results: pl.DataFrame) -> pl.DataFrame:
     """
     keys = ("run_id", "regime", "size", "params", "seed", "n_train_cells")
     frames = []
-    for row in ok_rows(results).select(keys).iter_rows(named=True):
+    for row in transformer_rows(ok_rows(results)).select(keys).iter_rows(named=True):
         path = Path(sweep_dir) / "runs" / row["run_id"] / "curve.parquet"
         if path.exists():
             frames.append(pl.read_parquet(path).with_columns(

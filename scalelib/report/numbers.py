@@ -35,6 +35,7 @@ from scalelib.scaling import (
     matching_baselines,
     ok_rows,
     scaling_rows,
+    transformer_rows,
     verdict,
 )
 
@@ -285,6 +286,7 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
         The ``numbers.json`` document, strict-JSON-ready (non-finite floats as None).
     """
     baselines = baseline_rows(results)
+    results = transformer_rows(results)  # baselines are not runs
     ok = ok_rows(results)
     scaling, sized = scaling_rows(results), data_size_rows(results)
     regimes = regime_order(scaling["regime"].unique().to_list())

@@ -41,6 +41,7 @@ from scalelib.scaling import (
     ok_rows,
     scaling_rows,
     stored_or_fitted,
+    transformer_rows,
     write_fits,
 )
 
@@ -234,7 +235,7 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
         )
     check_report_out(out_dir, results_dir)
     results = read_results(source)
-    if ok_rows(results).filter(pl.col("best_val_mse").is_not_null()).height == 0:
+    if transformer_rows(ok_rows(results)).filter(pl.col("best_val_mse").is_not_null()).height == 0:
         raise ScalelibError(f"{source} has no finished run (status ok); run or repair the "
                             "sweep before making a report")
     scaling = scaling_rows(results)

@@ -72,8 +72,9 @@ def baseline_rows(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFrame:
-    """The baseline rows scored on the same data as ``runs``: same dataset fingerprint and
-    training-set size (the same validation cells and masks, the same training cells).
+    """The baseline rows scored on the same data as ``runs``: same dataset fingerprint,
+    training-set size and mask rate (the same validation cells and masks, the same training
+    cells).
 
     Parameters
     ----------
@@ -82,7 +83,7 @@ def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFr
     baselines
         Baseline rows (:func:`baseline_rows`).
     """
-    keys = [k for k in ("dataset_fingerprint", "n_train_cells")
+    keys = [k for k in ("dataset_fingerprint", "n_train_cells", "mask_rate")
             if k in runs.columns and k in baselines.columns]
     if baselines.height == 0 or not keys:
         return baselines
@@ -269,7 +270,8 @@ def _failed_fit(method: str, part: pl.DataFrame, x: str, reason: str) -> PowerLa
 
 def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train_cells",
                     y: str = "best_val_mse", by: Sequence[str] = ()) -> list[JointFit]:
-    """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows), e.g. a data sweep.
+    """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows of trained models),
+    e.g. a data sweep.
 
     Parameters
     ----------
@@ -298,7 +300,7 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
     """
     _require_columns(table, [n, d, y, *by])
     fits = []
-    for group, part in _groups(ok_rows(table), by):
+    for group, part in _groups(transformer_rows(ok_rows(table)), by):
         fit = fit_joint(_column(part, n), _column(part, d), _column(part, y), names=(n, d))
         fits.append(replace(fit, group=group))
     return fits

@@ -34,10 +34,11 @@ stacked batch, in chunks that bound memory.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from scalelib.config import TrainConfig
 from scalelib.data.store import ExpressionDataset
@@ -356,19 +357,30 @@ def conditional_mean(mean: np.ndarray, precision: np.ndarray, values: np.ndarray
         solved as stacked batches.
     """
     predictions = np.array(values, dtype=np.float64)
-    observed = np.where(mask, 0.0, predictions - mean)
-    counts = mask.sum(axis=1)
-    for m in np.unique(counts[counts > 0]):
-        cells = np.flatnonzero(counts == m)
-        per_batch = max(1, _CHUNK_BYTES // (8 * int(m) * (int(m) + 1)))
-        for start in range(0, len(cells), per_batch):
-            batch = cells[start:start + per_batch]
-            genes = np.nonzero(mask[batch])[1].reshape(len(batch), m)
+    shifts = np.where(mask, 0.0, predictions - mean) @ precision  # P_MO (x_O - mu_O) at M
+    # LAPACK on many small systems: extra BLAS threads only contend (30x slower measured with
+    # 2 threads on a busy 2-core machine at |M| = 154)
+    with threadpool_limits(1, user_api="blas"):
+        for batch, genes in _masked_groups(mask, lambda m: 8 * m * (m + 1)):
             blocks = precision[genes[:, :, None], genes[:, None, :]]
-            rhs = np.take_along_axis(observed[batch] @ precision, genes, axis=1)
-            solved = np.linalg.solve(blocks, rhs[..., None])[..., 0]
+            rhs = np.take_along_axis(shifts[batch], genes, axis=1)[..., None]
+            solved = np.linalg.solve(blocks, rhs)[..., 0]
             predictions[batch[:, None], genes] = mean[genes] - solved
     return predictions
+
+
+def _masked_groups(mask: np.ndarray, bytes_per_cell: Callable[[int], int],
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of cells with equally many masked genes, as (cell indices, masked gene indices
+    of shape cells x m), each batch within ``_CHUNK_BYTES`` given the bytes a cell with ``m``
+    masked genes needs; cells with nothing masked are left out."""
+    counts = mask.sum(axis=1)
+    for m in np.unique(counts[counts > 0]).tolist():
+        cells = np.flatnonzero(counts == m)
+        per_batch = max(1, _CHUNK_BYTES // bytes_per_cell(m))
+        for start in range(0, len(cells), per_batch):
+            batch = cells[start:start + per_batch]
+            yield batch, np.nonzero(mask[batch])[1].reshape(len(batch), m)
 
 
 def _symmetric_inverse(matrix: np.ndarray) -> np.ndarray:
@@ -400,16 +412,18 @@ def knn_sse(reference: np.ndarray, values: np.ndarray, mask: np.ndarray,
     reference = reference.astype(np.float64)
     reference_squares = np.square(reference)
     k_max = max(ks)
-    per_chunk = max(1, _CHUNK_BYTES // (8 * max(len(reference), k_max * reference.shape[1])))
+    per_chunk = max(1, _CHUNK_BYTES // (8 * len(reference)))
     sse = np.zeros(len(ks))
     for start in range(0, len(values), per_chunk):
         query = values[start:start + per_chunk].astype(np.float64)
-        batch_mask = mask[start:start + per_chunk]
-        neighbours = _nearest(reference, reference_squares, query, ~batch_mask, k_max)
-        running = np.cumsum(reference[neighbours], axis=1)  # (cells, k_max, genes)
-        for i, k in enumerate(ks):
-            errors = (running[:, k - 1] / k - query)[batch_mask]
-            sse[i] += np.square(errors).sum()
+        query_mask = mask[start:start + per_chunk]
+        neighbours = _nearest(reference, reference_squares, query, ~query_mask, k_max)
+        for cells, genes in _masked_groups(query_mask, lambda m: 16 * k_max * m):
+            near = reference[neighbours[cells][:, :, None], genes[:, None, :]]  # cells, k, m
+            running = np.cumsum(near, axis=1)
+            truth = np.take_along_axis(query[cells], genes, axis=1)
+            for i, k in enumerate(ks):
+                sse[i] += np.square(running[:, k - 1] / k - truth).sum()
     return sse
 
 

@@ -43,7 +43,7 @@ def test_kang8_limited_dataset_holds_out_donors_and_trains(tmp_path, capsys, kan
     sweep = tmp_path / "sweep"
     assert main(["sweep", "--data", str(out), "--ladder", "smoke", "--train-preset", "smoke",
                  "--sizes", "T0", "--steps", "2", "--batch", "8", "--eval-every", "2",
-                 "--out", str(sweep)]) == 0
+                 "--no-baselines", "--out", str(sweep)]) == 0
     row = pl.read_parquet(sweep / "results.parquet").row(0, named=True)
     assert row["status"] == "ok" and row["n_train_cells"] == dataset.n_cells("train")
     assert np.isfinite(row["test_mse"])

@@ -76,10 +76,11 @@ def exported(smoke_sweep, tmp_path_factory) -> Path:
 
 
 def test_scaling_notebook_trains_and_fits_headless(smoke_sweep):
-    results = pl.read_parquet(smoke_sweep / "results.parquet")
-    assert results.height == 6
+    table = pl.read_parquet(smoke_sweep / "results.parquet")
+    results = table.filter(pl.col("model_family") == "transformer")
+    assert results.height == 6 and table.height == 6 + 2 * 4  # four baselines per regime
     assert set(results["regime"]) == {"rich", "limited"}
-    assert (results["status"] == "ok").all()
+    assert (table["status"] == "ok").all()
     for run_id in results["run_id"]:
         assert (smoke_sweep / "runs" / run_id / "curve.parquet").exists()
     fits = json.loads((smoke_sweep / "fits.json").read_text())["fits"]
@@ -132,7 +133,8 @@ def test_scaling_notebook_reopened_does_not_retrain(smoke_sweep):
 def test_scaling_notebook_trains_on_a_dataset_outside_data(smoke_sweep, tmp_path):
     result = run_notebook("scaling", "--preset", "smoke", "--bootstrap", "0", "--out",
                           str(tmp_path / "sweep"), "--source", str(smoke_sweep / "datasets" / "rich"))
-    results = pl.read_parquet(tmp_path / "sweep" / "results.parquet")
+    results = pl.read_parquet(tmp_path / "sweep" / "results.parquet").filter(
+        pl.col("model_family") == "transformer")
     assert results.height == 3 and set(results["regime"]) == {"rich"}
     assert "3 runs in" in result.stdout
 
@@ -321,7 +323,9 @@ def test_export_writes_the_wasm_explorer_with_its_data(exported):
     explorer = exported / "explorer"
     assert (explorer / "index.html").exists() and not (explorer / "CLAUDE.md").exists()
     document = json.loads((explorer / "public" / BUNDLE_NAME).read_text())
-    assert len(document["rows"]) == 6 and len(document["fits"]) == 4
+    families = [row["model_family"] for row in document["rows"]]
+    assert families.count("transformer") == 6 and len(families) == 6 + 2 * 4  # and baselines
+    assert len(document["fits"]) == 4
     wheels = list((explorer / "public" / "wheels").glob("scalelib-*.whl"))
     assert len(wheels) == 1
     import zipfile

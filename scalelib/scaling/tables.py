@@ -84,7 +84,8 @@ def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFr
         Baseline rows (:func:`baseline_rows`).
     """
     keys = [k for k in ("dataset_fingerprint", "n_train_cells", "mask_rate")
-            if k in runs.columns and k in baselines.columns]
+            if k in runs.columns and k in baselines.columns
+            and runs[k].null_count() == 0]  # a key the runs do not record cannot tell apart
     if baselines.height == 0 or not keys:
         return baselines
     return baselines.join(runs.select(keys).unique(), on=keys, how="semi")

@@ -101,9 +101,11 @@ def test_two_processes_on_one_directory_split_the_plan_and_keep_every_row(datase
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     trained = [int(re.search(r"trained (\d+) of the 12 planned runs", out).group(1))
                for out, _ in outputs]
-    table = read_results(out / "results.parquet")
+    everything = read_results(out / "results.parquet")
+    table = everything.filter(pl.col("model_family") == "transformer")
     assert sum(trained) == 18  # no run trained twice
     assert table.height == table["run_id"].n_unique() == 18  # no row lost, none duplicated
+    assert everything.height == everything["run_id"].n_unique() == 18 + 4  # and 4 baselines
     assert set(table["seed"].to_list()) == set(range(18))
 
 

@@ -76,24 +76,25 @@ def _(bundle, leave_out, regimes):
 
 
 @app.cell
-def _(fitted, method, mo, n_bootstrap, purefit, regimes, seed, x_column, y_column):
+def _(bundle, fitted, method, mo, n_bootstrap, purefit, regimes, seed, x_column, y_column):
     with mo.status.progress_bar(total=max(1, len(regimes.value) * n_bootstrap.value),
                                 title="Refitting (bootstrap)", remove_on_exit=True) as _bar:
         refits = purefit.fit_rows(fitted, x=x_column.value, y=y_column.value, by=("regime",),
                                   methods=(method.value,), n_bootstrap=n_bootstrap.value,
-                                  seed=seed.value, on_resample=_bar.update)
+                                  seed=seed.value, baselines=bundle.baseline_rows,
+                                  on_resample=_bar.update)
     if mo.app_meta().mode == "script":
         print(f"refitted {len(refits)} fits to {len(fitted)} runs")
     return (refits,)
 
 
 @app.cell
-def _(mo, n_bootstrap, purefit, refits, seed, shown, vegalite, x_column, y_column):
+def _(bundle, mo, n_bootstrap, purefit, refits, seed, shown, vegalite, x_column, y_column):
     _baseline = "baseline_val_mse" if y_column.value == "best_val_mse" else "baseline_test_mse"
     mo.vstack([
         mo.md("## Scaling"),
         vegalite.scaling_spec(shown, refits, x=x_column.value, y=y_column.value,
-                              baseline=_baseline),
+                              baselines=bundle.baseline_rows, baseline=_baseline),
         mo.md("**Refitted here**, in your browser, to the runs and settings chosen above "
               f"(pure-Python optimiser; {n_bootstrap.value} bootstrap resamples, seed "
               f"{seed.value}; 95% intervals). It follows your choices; the stored fits below "

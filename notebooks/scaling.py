@@ -328,6 +328,7 @@ def _(Path, mo, out_dir, plots, results, sweeps):
 def _(
     Path,
     auto_train,
+    baselines,
     full_rows,
     mo,
     n_bootstrap,
@@ -341,7 +342,8 @@ def _(
     with mo.status.progress_bar(total=max(1, 2 * _groups * n_bootstrap.value),
                                 title="Fitting (bootstrap)", remove_on_exit=True) as _bar:
         _stored, _why = stored_or_fitted(out_dir.value, full_rows, n_bootstrap=n_bootstrap.value,
-                                         refit=refit_button.value, on_resample=_bar.update)
+                                         refit=refit_button.value, baselines=baselines,
+                                         on_resample=_bar.update)
     fits = list(_stored.fits)
     if _why is None:
         fits_note = f"read from `{fits_path}` (press **Refit** to redo them)"

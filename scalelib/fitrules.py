@@ -10,9 +10,9 @@ The status rules live beside it in :mod:`scalelib.statuses`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from scalelib.statuses import MIN_RESIDUAL_DOF, most_serious, sort_flags
 
@@ -59,6 +59,92 @@ def scaling_row_mask(rows: Iterable[Mapping[str, Any]]) -> list[bool]:
             largest[key] = max(cells, largest.get(key, 0))
     return [is_fitted_run(row) and (row.get("n_train_cells") or 0) == largest[dataset_key(row)]
             for row in rows]
+
+BASELINE_KEYS = ("dataset_fingerprint", "n_train_cells", "mask_rate")  # same cells and masks
+
+
+def matching_baselines(runs: Sequence[Mapping[str, Any]],
+                       baselines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The baseline rows scored on the same data as ``runs``: the same dataset fingerprint,
+    training-set size and mask rate (the same validation cells and masks, the same training
+    cells). A key that some run does not record cannot tell rows apart and is not used.
+
+    Parameters
+    ----------
+    runs
+        Transformer rows, e.g. one fit group.
+    baselines
+        Baseline rows (``model_family`` mean, pca, ridge or knn).
+    """
+    keys = [k for k in BASELINE_KEYS if runs and all(run.get(k) is not None for run in runs)]
+    wanted = {tuple(run[k] for k in keys) for run in runs}
+    return [row for row in baselines if tuple(row.get(k) for k in keys) in wanted]
+
+
+class RunContext(NamedTuple):
+    """What a fit's runs say beyond their losses (see :func:`run_context`)."""
+
+    baseline: dict[str, Any] | None
+    unconverged: int | None
+    issues: list[tuple[str, str]]
+
+
+def run_context(runs: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]],
+                x: str, y: str) -> RunContext:
+    """The best matching baseline and the unconverged runs carrying a fit, as status issues.
+
+    ``above_baseline`` when the best run does not beat the best baseline scored on the same
+    cells and masks (:func:`matching_baselines`); ``budget_limited`` when a run at the larger
+    half of the distinct ``x`` values (at least the two largest) has ``converged`` false.
+
+    Parameters
+    ----------
+    runs
+        The transformer rows of one fit group.
+    baselines
+        Baseline rows of the table (matched to ``runs`` here).
+    x, y
+        Columns of the fit; baselines are compared in ``y``.
+
+    Returns
+    -------
+    RunContext
+        ``baseline`` (``{"family", "val_mse"}`` or None without baseline rows), ``unconverged``
+        (None when no run records ``converged``) and the ``(flag, reason)`` issues.
+    """
+    issues: list[tuple[str, str]] = []
+    scored = [row for row in matching_baselines(runs, baselines) if _finite(row.get(y))]
+    baseline = None
+    if scored:
+        best = min(scored, key=lambda row: float(row[y]))
+        baseline = {"family": best.get("model_family"), "val_mse": float(best[y])}
+        losses = [float(run[y]) for run in runs if _finite(run.get(y))]
+        if losses and min(losses) >= baseline["val_mse"]:
+            issues.append(("above_baseline", (
+                f"the best model ({min(losses):.4g}) does not beat the best baseline, "
+                f"{baseline['family']} ({baseline['val_mse']:.4g}): c is no floor of the data")))
+    unconverged = None
+    if any(run.get("converged") is not None for run in runs):
+        carrying = _carrying_runs(runs, x)
+        unconverged = sum(1 for run in carrying if not run.get("converged"))
+        if unconverged:
+            issues.append(("budget_limited", (
+                f"{unconverged} of the {len(carrying)} runs at the largest sizes had not "
+                "converged: c is a floor at this budget, not of the data")))
+    return RunContext(baseline, unconverged, issues)
+
+
+def _carrying_runs(runs: Sequence[Mapping[str, Any]], x: str) -> list[Mapping[str, Any]]:
+    """Runs at the larger half of the distinct x values (at least the two largest): the
+    points that pin the floor."""
+    sizes = sorted({run[x] for run in runs if run.get(x) is not None})
+    keep = set(sizes[-max(2, (len(sizes) + 1) // 2):])
+    return [run for run in runs if run.get(x) in keep]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
 
 def flat_reason(p_value: float, n_points: int, n_params: int = 3) -> str:
     """The message of a ``flat`` fit: its F-test p-value and residual degrees of freedom.
@@ -183,6 +269,22 @@ class FitRecord:
     def __post_init__(self) -> None:
         if self.status != "ok" and self.status not in self.flags:  # a status is always a flag
             object.__setattr__(self, "flags", sort_flags((*self.flags, self.status)))
+
+    def with_issues(self, issues: Sequence[tuple[str, str]]) -> FitRecord:
+        """This fit with more ``(flag, reason)`` issues: flags merged, reasons appended to
+        the message, ``status`` the most serious flag.
+
+        Parameters
+        ----------
+        issues
+            Pairs of a status name (:mod:`scalelib.statuses`) and a sentence, e.g. from
+            :func:`run_context`.
+        """
+        if not issues:
+            return self
+        flags = sort_flags([*self.flags, *(flag for flag, _ in issues)])
+        message = "; ".join(filter(None, [self.message, *(text for _, text in issues)]))
+        return replace(self, flags=flags, status=most_serious(flags), message=message)
 
     @property
     def drawable(self) -> bool:

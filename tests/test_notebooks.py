@@ -270,8 +270,12 @@ def test_explorer_draws_baseline_families_and_the_verdict_words():
         ("mean", 3.0), ("ridge", 0.9)]
     assert spec["layer"][-1]["encoding"]["text"]["field"] == "family"
     summary = next(line for line in spec["title"]["subtitle"] if line.startswith("rich: alpha"))
-    assert summary.endswith(": undetermined")  # an in-browser refit checks no baselines
+    assert summary.endswith(": undetermined")  # refitted without the baselines: unchecked
     assert purefit.summary_rows(fits)[0]["verdict"] == "undetermined"
+    better = [{**baselines[1], "best_val_mse": 0.4}]  # a ridge that beats every run
+    checked = purefit.fit_rows(runs, methods=("huber",), baselines=better)
+    assert "above_baseline" in checked[0].flags
+    assert purefit.summary_rows(checked)[0]["verdict"] == "loses to a baseline"
 
 
 def test_browser_modules_import_only_the_standard_library():

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from scalelib.convergence import plateaued
+from scalelib.explore import purefit
 from scalelib.scaling import describe, fit_groups, fit_power_law, most_serious, verdict
 from scalelib.scaling.powerlaw import interval_issues
 from scalelib.statuses import (
@@ -15,6 +16,7 @@ from scalelib.statuses import (
     LOSES_TO_BASELINE,
     STATUS_ORDER,
     UNDETERMINED,
+    fields_of,
     interval_share,
 )
 
@@ -72,6 +74,21 @@ def test_a_baseline_as_good_as_the_best_model_makes_it_above_baseline(method):
     assert verdict(fit.to_dict()) == LOSES_TO_BASELINE
     words = describe(fit.to_dict())
     assert "no floor of the data" in words and "ridge reaches 1" in words
+
+
+@pytest.mark.parametrize("table", [
+    planted_table(baseline_mse=2.5),
+    planted_table(converged=np.repeat(SIZES < 30_000, 2), baseline_mse=2.5),
+    planted_table(converged=np.repeat(SIZES < 30_000, 2), baseline_mse=1.0),
+], ids=["floor of the data", "budget limited", "above baseline"])
+def test_the_offline_explorer_refit_checks_baselines_and_convergence_alike(table):
+    transformers = table.filter(pl.col("model_family") == "transformer").to_dicts()
+    baselines = table.filter(pl.col("model_family") != "transformer").to_dicts()
+    (full,) = fit_groups(table, methods=("grid",))
+    (lite,) = purefit.fit_rows(transformers, methods=("grid",), baselines=baselines)
+    assert (lite.status, lite.flags) == (full.status, full.flags)
+    assert (lite.baseline, lite.unconverged) == (full.baseline, full.unconverged)
+    assert verdict(fields_of(lite)) == verdict(full.to_dict())
 
 
 @pytest.mark.parametrize("method", METHODS)

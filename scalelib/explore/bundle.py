@@ -39,7 +39,8 @@ ROW_COLUMNS = (
     "run_id", "regime", "source", "dataset", "dataset_fingerprint", "n_genes", "n_train_cells", "size", "d_model",
     "n_layers", "params", "seed", "batch_size", "lr", "budget_steps", "steps", "cells_seen",
     "train_flops", "best_step", "best_val_mse", "test_mse", "baseline_val_mse",
-    "baseline_test_mse", "wall_time_s", "status", "model_family", "setting",
+    "baseline_test_mse", "wall_time_s", "status", "model_family", "setting", "mask_rate",
+    "budget_mode", "converged",
 )
 DEFAULT_BOOTSTRAP = 200
 
@@ -138,14 +139,15 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
     """
     from scalelib import __version__
     from scalelib.results import read_results
-    from scalelib.scaling import fits_document, scaling_rows, stored_or_fitted
+    from scalelib.scaling import baseline_rows, fits_document, scaling_rows, stored_or_fitted
 
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir / "results.parquet")
     if results.height == 0:
         raise ScalelibError(f"{sweep_dir} has no finished runs (no results.parquet rows); run "
                             "`scalelib demo` or the scaling notebook first")
-    stored, reason = stored_or_fitted(sweep_dir, scaling_rows(results), n_bootstrap=n_bootstrap)
+    stored, reason = stored_or_fitted(sweep_dir, scaling_rows(results), n_bootstrap=n_bootstrap,
+                                      baselines=baseline_rows(results))
     fits = fits_document(stored.fits, x=stored.x, y=stored.y, joint_fits=stored.joint_fits)
     rows = results.select([c for c in ROW_COLUMNS if c in results.columns]).to_dicts()
     return json_ready({

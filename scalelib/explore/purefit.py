@@ -99,12 +99,15 @@ def fit_power_law(x: Iterable[float], y: Iterable[float], method: str = "huber",
 
 def fit_rows(rows: Sequence[dict[str, Any]], *, x: str = "params", y: str = "best_val_mse",
              by: Sequence[str] = ("regime",), methods: Sequence[str] = ("huber",),
-             n_bootstrap: int = 0, seed: int = 0,
+             n_bootstrap: int = 0, seed: int = 0, baselines: Sequence[dict[str, Any]] = (),
              on_resample: Callable[[], object] | None = None) -> list[LiteFit]:
     """Fit every group of a table given as row dictionaries (like ``scaling.fit_groups``).
 
     Rows with a ``status`` other than ``"ok"`` are left out. A group that cannot be fitted gives
-    a fit with status ``error``, NaN parameters and the reason in ``message``.
+    a fit with status ``error``, NaN parameters and the reason in ``message``. As in
+    ``scaling.fit_groups``, each group is compared with the ``baselines`` scored on its data
+    and its runs' ``converged`` flags (:func:`scalelib.fitrules.run_context`), so that
+    ``above_baseline`` and ``budget_limited`` apply here too.
     """
     for method in methods:
         _fitter(method)
@@ -115,6 +118,7 @@ def fit_rows(rows: Sequence[dict[str, Any]], *, x: str = "params", y: str = "bes
     fits = []
     for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
         part, group = groups[key], dict(zip(by, key))
+        context = rules.run_context(part, baselines, x, y)
         for method in methods:
             try:
                 fit = fit_power_law([r.get(x) for r in part], [r.get(y) for r in part], method,
@@ -123,7 +127,8 @@ def fit_rows(rows: Sequence[dict[str, Any]], *, x: str = "params", y: str = "bes
                 n_x = len({r.get(x) for r in part})
                 fit = LiteFit(method, NAN, NAN, NAN, NAN, NAN, NAN, len(part), n_x, "error",
                               str(error))
-            fits.append(replace(fit, group=group))
+            fits.append(replace(fit, group=group, baseline=context.baseline,
+                                unconverged=context.unconverged).with_issues(context.issues))
     return fits
 
 

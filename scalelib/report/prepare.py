@@ -240,6 +240,7 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
                             "sweep before making a report")
     scaling = scaling_rows(results)
     stored, reason = stored_or_fitted(results_dir, scaling, methods=methods,
+                                      baselines=baseline_rows(results),
                                       n_bootstrap=n_bootstrap, seed=seed)
     fits = list(stored.fits)
     fits_source = ("fits.json of the results directory" if reason is None

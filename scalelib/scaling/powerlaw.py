@@ -8,7 +8,7 @@ the parameters a method fitted (see :mod:`scalelib.scaling` for every field and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
@@ -19,8 +19,6 @@ from scalelib.scaling.params import _sample_columns
 from scalelib.statuses import (
     UNIDENTIFIED_SHARE,
     interval_share,
-    most_serious,
-    sort_flags,
 )
 
 
@@ -76,21 +74,6 @@ class PowerLawFit(FitRecord):
                             columns.c[:, None])
         tail = 50 * (1 - (level or self.ci_level))
         return np.nanpercentile(curves, tail, axis=0), np.nanpercentile(curves, 100 - tail, axis=0)
-
-    def with_issues(self, issues: list[tuple[str, str]]) -> PowerLawFit:
-        """This fit with more ``(flag, reason)`` issues: flags merged, reasons appended to
-        the message, ``status`` the most serious flag.
-
-        Parameters
-        ----------
-        issues
-            Pairs of a status name (:mod:`scalelib.statuses`) and a sentence.
-        """
-        if not issues:
-            return self
-        flags = sort_flags([*self.flags, *(flag for flag, _ in issues)])
-        message = "; ".join(filter(None, [self.message, *(text for _, text in issues)]))
-        return replace(self, flags=flags, status=most_serious(flags), message=message)
 
 
 # --------------------------------------------------------------------------------------------

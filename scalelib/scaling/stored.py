@@ -55,7 +55,7 @@ def stored_fits_mismatch(stored: FitsFile, rows: pl.DataFrame,
 def stored_or_fitted(
     sweep_dir: str | Path, rows: pl.DataFrame, *, methods: Sequence[str] = METHODS,
     n_bootstrap: int = 1000, seed: int = 0, refit: bool = False,
-    on_resample: Callable[[], object] | None = None,
+    baselines: pl.DataFrame | None = None, on_resample: Callable[[], object] | None = None,
 ) -> tuple[FitsFile, str | None]:
     """The fits per regime of ``rows``: ``sweep_dir/fits.json`` when it matches, else fitted.
 
@@ -71,6 +71,9 @@ def stored_or_fitted(
         Bootstrap resamples and seed, used only when fitting.
     refit
         Fit even when the stored file matches.
+    baselines
+        Baseline rows the fits are compared with when fitting (``above_baseline``); default:
+        those among ``rows``.
     on_resample
         Called after each bootstrap resample while fitting (for progress bars).
 
@@ -98,5 +101,5 @@ def stored_or_fitted(
                                 stored.scalelib_version), None
             reason = f"{FITS_NAME} does not match the runs: {mismatch}"
     fitted = fit_groups(rows, by=("regime",), methods=tuple(methods), n_bootstrap=n_bootstrap,
-                        seed=seed, on_resample=on_resample)
+                        seed=seed, baselines=baselines, on_resample=on_resample)
     return FitsFile("params", "best_val_mse", tuple(fitted)), reason

@@ -6,13 +6,19 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from scalelib.errors import ScalelibError
-from scalelib.fitrules import CI_NAMES, TRANSFORMER, scaling_row_mask
+from scalelib.fitrules import (
+    BASELINE_KEYS,
+    CI_NAMES,
+    TRANSFORMER,
+    run_context,
+    scaling_row_mask,
+)
 from scalelib.scaling.fitting import fit_power_law
 from scalelib.scaling.joint import JointFit, fit_joint
 from scalelib.scaling.methods import _fitter
@@ -83,8 +89,7 @@ def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFr
     baselines
         Baseline rows (:func:`baseline_rows`).
     """
-    keys = [k for k in ("dataset_fingerprint", "n_train_cells", "mask_rate")
-            if k in runs.columns and k in baselines.columns
+    keys = [k for k in BASELINE_KEYS if k in runs.columns and k in baselines.columns
             and runs[k].null_count() == 0]  # a key the runs do not record cannot tell apart
     if baselines.height == 0 or not keys:
         return baselines
@@ -211,7 +216,8 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     _warn_of_mixed_budgets(rows, by)
     fits = []
     for group, part in _groups(rows, by):
-        context = _run_context(part, matching_baselines(part, baselines), x, y)
+        context = run_context(part.to_dicts(), matching_baselines(part, baselines).to_dicts(),
+                              x, y)
         for method in methods:
             try:
                 xs, ys = _validate(_column(part, x), _column(part, y), x, y)
@@ -222,44 +228,6 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
             fits.append(replace(fit, group=group, baseline=context.baseline,
                                 unconverged=context.unconverged).with_issues(context.issues))
     return fits
-
-
-class _RunContext(NamedTuple):
-    baseline: dict[str, Any] | None
-    unconverged: int | None
-    issues: list[tuple[str, str]]
-
-
-def _run_context(part: pl.DataFrame, baselines: pl.DataFrame, x: str, y: str) -> _RunContext:
-    """The best baseline and the unconverged carrying runs of one group, and the issues."""
-    issues: list[tuple[str, str]] = []
-    baseline = None
-    if baselines.height and y in baselines.columns:
-        best = baselines.filter(pl.col(y).is_not_null()).sort(y).head(1)
-        if best.height:
-            baseline = {"family": best["model_family"][0], "val_mse": float(best[y][0])}
-            best_model = part.get_column(y).cast(pl.Float64).min()
-            if best_model is not None and best_model >= baseline["val_mse"]:
-                issues.append(("above_baseline", (f"the best model ({best_model:.4g}) does not "
-                               f"beat the best baseline, {baseline['family']} "
-                               f"({baseline['val_mse']:.4g}): c is no floor of the data")))
-    unconverged = None
-    if "converged" in part.columns and part.get_column("converged").is_not_null().any():
-        carrying = _carrying_runs(part, x)
-        unconverged = int(carrying.get_column("converged").fill_null(False).not_().sum())
-        if unconverged:
-            issues.append(("budget_limited", (f"{unconverged} of the {carrying.height} runs at the "
-                           "largest sizes had not converged: c is a floor at this budget, not "
-                           "of the data")))
-    return _RunContext(baseline, unconverged, issues)
-
-
-def _carrying_runs(part: pl.DataFrame, x: str) -> pl.DataFrame:
-    """Runs at the larger half of the distinct x values (at least the two largest): the
-    points that pin the floor."""
-    sizes = sorted(part.get_column(x).unique().drop_nulls().to_list())
-    keep = sizes[-max(2, (len(sizes) + 1) // 2):]
-    return part.filter(pl.col(x).is_in(keep))
 
 
 def _failed_fit(method: str, part: pl.DataFrame, x: str, reason: str) -> PowerLawFit:

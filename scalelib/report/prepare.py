@@ -35,6 +35,7 @@ from scalelib.results import read_results, write_results
 from scalelib.scaling import (
     METHODS,
     JointFit,
+    baseline_rows,
     data_size_rows,
     fit_joint,
     json_ready,

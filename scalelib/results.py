@@ -73,13 +73,14 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "status": (pl.Utf8, "ok, or failed: <reason>"),
     "model_family": (pl.Utf8, "transformer, or a baseline: mean, pca, ridge or knn"),
     "setting": (pl.Utf8, "a baseline's setting chosen on its inner split (k=16, lambda=0.1)"),
+    "world_size": (pl.Int64, "processes that trained the run data-parallel (torchrun), 1 alone"),
 }
 
 RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
 # Columns added after tables were first written, with the value an older table implies.
 LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
                                     "val_improvement": None, "model_family": TRANSFORMER,
-                                    "setting": None}
+                                    "setting": None, "world_size": 1}
 CHECKSUM_COLUMN = "row_sha256"
 
 

@@ -14,6 +14,9 @@ also kept in its ``row.json``, written before the table: a run whose row never r
 table is picked up from there instead of retrained, and :func:`rebuild_results` rebuilds a
 damaged table from the run directories.
 
+Under ``torchrun`` the processes of one sweep act as one worker that trains each run data-
+parallel: rank 0 holds the claims, decides, and writes (see :mod:`scalelib.distributed`).
+
 Before training, a sweep fits the baselines of :mod:`scalelib.baselines` once per dataset and
 training-set size (on the same nested training subset the runs of that size use, scored on
 the same masks) and stores them as rows whose ``model_family`` is the baseline's; their IDs
@@ -43,6 +46,7 @@ from scalelib.atomic import atomic_path
 from scalelib.baselines import FAMILIES, BaselineResult, family_spec, fit_baselines
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset
+from scalelib.distributed import current
 from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.locks import file_lock
@@ -227,8 +231,10 @@ def run_sweep(
     results_path = out_dir / table
     check_sweep_dir(out_dir)
     callbacks = callbacks or SweepCallbacks()
-    done = set() if rerun else finished_run_ids(results_path)
-    if baselines:
+    group = current()  # data-parallel processes: rank 0 decides and writes
+    progress = progress and group.is_main
+    done = set() if rerun else group.from_main(lambda: finished_run_ids(results_path))
+    if baselines and group.is_main:
         run_baselines([b for b in plan_baselines(runs) if b.run_id not in done], results_path,
                       progress=progress)
     pending = [run for run in runs if run.run_id not in done]
@@ -237,12 +243,13 @@ def run_sweep(
 
     def finish(run: RunSpec) -> None:  # under the run's claim
         nonlocal trained
-        if rerun or not _recorded_elsewhere(run, out_dir, table):
+        if group.from_main(lambda: rerun or not _recorded_elsewhere(run, out_dir, table)):
             if callbacks.on_run_start:
                 callbacks.on_run_start(trained, len(pending), run)
             row = _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress, in_memory)
-            _write_row_file(row, out_dir / "runs" / run.run_id, table)
-            append_results([row], results_path)
+            if group.is_main:
+                _write_row_file(row, out_dir / "runs" / run.run_id, table)
+                append_results([row], results_path)
             if callbacks.on_run_end:
                 callbacks.on_run_end(run, row)
             trained += 1
@@ -251,15 +258,16 @@ def run_sweep(
 
     claimed_elsewhere = []
     for run in pending:  # first pass: runs no other process is training
-        with file_lock(_claim_path(out_dir, run), wait=False) as claimed:
+        with group.lock(_claim_path(out_dir, run), wait=False) as claimed:
             if claimed:
                 finish(run)
             else:
                 claimed_elsewhere.append(run)
     for run in claimed_elsewhere:  # then wait for the others (or train them if their worker died)
-        with file_lock(_claim_path(out_dir, run)):
+        with group.lock(_claim_path(out_dir, run)):
             finish(run)
     overall.close()
+    group.barrier()  # every rank reads the table after rank 0 wrote its last row
     wanted = [run.run_id for run in runs]
     return read_results(results_path).filter(pl.col("run_id").is_in(wanted))
 
@@ -443,7 +451,7 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
     if result is None:
         row.update(params=count_parameters(size, dataset.n_genes),
                    flops_per_cell=training_flops_per_cell(size, dataset.n_genes),
-                   budget_steps=config.total_steps)
+                   budget_steps=config.total_steps, world_size=current().world_size)
     return row
 
 
@@ -591,7 +599,8 @@ def baseline_row(spec: BaselineSpec, result: BaselineResult | None, status: str 
     row = dict.fromkeys(RESULT_COLUMNS)
     row.update(_dataset_columns(spec.dataset, spec.n_train))
     row.update(run_id=spec.run_id, model_family=spec.family, seed=spec.seed,
-               mask_rate=spec.mask_rate, device="cpu", dtype="fp64", code_version=code_version(),
+               mask_rate=spec.mask_rate, device="cpu", dtype="fp64", world_size=1,
+               code_version=code_version(),
                finished_at=_now(), status=status)
     if result is not None:
         row.update(best_val_mse=result.val_mse, test_mse=result.test_mse, setting=result.setting,

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.convergence import Plateau, plateaued
 from scalelib.data.store import ExpressionDataset
+from scalelib.distributed import SINGLE_PROCESS, ProcessGroup, current
 from scalelib.errors import ScalelibError
 from scalelib.hardware import autocast, resolve_device, resolve_dtype
 from scalelib.heldout import fixed_mask, per_gene_mean_mse
@@ -72,6 +73,7 @@ class TrainResult:
     wall_time_s: float
     device: str
     dtype: str
+    world_size: int
     checkpoint: str | None
     curve: pl.DataFrame
 
@@ -120,6 +122,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     dtype: str,
+    group: ProcessGroup = SINGLE_PROCESS,
 ) -> float:
     """Exact MSE over every masked position of ``values``, pooled over batches.
 
@@ -135,18 +138,23 @@ def evaluate(
         Cells per forward pass (does not change the result).
     device, dtype
         Where and in which precision to run the forward passes.
+    group
+        Data-parallel processes: each scores its shard of the cells and the sums are added.
     """
     was_training = model.training
     model.eval()
     squared, count = 0.0, 0
-    for start in range(0, len(values), batch_size):
-        batch = torch.from_numpy(np.asarray(values[start : start + batch_size])).to(device)
-        batch_mask = torch.from_numpy(mask[start : start + batch_size]).to(device)
+    shard = group.shard(len(values))
+    for start in range(shard.start, shard.stop, batch_size):
+        stop = min(start + batch_size, shard.stop)
+        batch = torch.from_numpy(np.asarray(values[start:stop])).to(device)
+        batch_mask = torch.from_numpy(mask[start:stop]).to(device)
         with autocast(device, dtype):
             predictions = model(batch, batch_mask)
         batch_squared, batch_count = masked_mse_sums(predictions, batch, batch_mask)
         squared, count = squared + batch_squared, count + batch_count
     model.train(was_training)
+    squared, count = group.sum(squared, count)
     return squared / count
 
 
@@ -352,9 +360,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
-def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Optimizer,
+def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     values: torch.Tensor, mask: torch.Tensor, lr: float, config: TrainConfig,
-                    dtype: str) -> float:
+                    dtype: str, masked_positions: float | None = None) -> float:
     """One AdamW step on the MSE over masked positions.
 
     Parameters
@@ -371,6 +379,10 @@ def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Op
         Supplies the gradient-norm clip.
     dtype
         ``"fp32"`` or ``"bf16"`` autocast of the forward pass.
+    masked_positions
+        What the squared errors are divided by (default: the number masked in ``values``). A
+        data-parallel rank passes the whole batch's number divided by the number of ranks (see
+        :mod:`scalelib.distributed`).
 
     Returns
     -------
@@ -381,7 +393,8 @@ def optimiser_step(model: MaskedExpressionTransformer, optimizer: torch.optim.Op
         group["lr"] = lr
     with autocast(values.device, dtype):
         predictions = model(values, mask)
-    loss = (predictions.float() - values)[mask].square().mean()
+    squared = (predictions.float() - values)[mask].square()
+    loss = squared.mean() if masked_positions is None else squared.sum() / masked_positions
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -448,9 +461,10 @@ def train(
     TrainingDiverged
         When the first validation score is not finite (no checkpoint to keep).
     """
-    # Set-up: hardware, data, baseline, model, optimiser, random streams.
+    # Set-up: hardware, processes, data, baseline, model, optimiser, random streams.
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    group = current()  # the data-parallel processes under torchrun (else this one alone)
+    device = group.device(resolve_device(config.device))
     dtype = resolve_dtype(config.dtype, device, size)
     torch.manual_seed(seed)
     batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
@@ -458,9 +472,10 @@ def train(
     held_out = HeldOutSets.build(dataset, config, batches.sample_for_means())
     model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
                                         attention_dropout=config.attention_dropout).to(device)
+    network = group.data_parallel(model, seed)  # what training steps go through
     optimizer = make_optimizer(model, config, device)
     score = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device,
-                              dtype=dtype)
+                              dtype=dtype, group=group)
     converge_mode = config.budget_mode == "converge"  # the convergence rule replaces patience
     best = BestCheckpoint(patience=None if converge_mode else config.patience)
     convergence = Convergence(config)
@@ -473,15 +488,21 @@ def train(
     final_train_loss = math.nan
     diverged = False
     bar = tqdm(total=config.total_steps, desc=f"{size.name} seed {seed}",
-               disable=None if progress else True, leave=False)  # None: off unless a tty
+               disable=None if progress and group.is_main else True,
+               leave=False)  # None: off unless a tty
 
     # The loop: one optimiser step per batch, a validation pass every eval_every steps.
+    # With several processes each takes its shard of the batch and of its mask.
     model.train()
     for step, positions in enumerate(batches.iterate(config, batch_rng), start=1):
         lr = learning_rate(step - 1, config, peak_lr, convergence.cooldown)
-        values = batches.fetch(positions).to(device, non_blocking=True)
-        mask = (torch.rand(values.shape, generator=mask_rng) < config.mask_rate).to(device)
-        loss = optimiser_step(model, optimizer, values, mask, lr, config, dtype)
+        mask = torch.rand((len(positions), dataset.n_genes), generator=mask_rng) < config.mask_rate
+        shard = group.shard(len(positions))
+        values = batches.fetch(positions[shard]).to(device, non_blocking=True)
+        per_rank = int(mask.sum()) / group.world_size if group.world_size > 1 else None
+        loss = optimiser_step(network, optimizer, values, mask[shard].to(device), lr, config,
+                              dtype, masked_positions=per_rank)
+        loss = group.sum(loss)[0] / group.world_size
         cells_seen += len(positions)
         masked_seen += int(mask.sum())
         interval_losses.append(loss)
@@ -517,7 +538,7 @@ def train(
     test_mse = score(held_out.test_values, held_out.test_mask)
     curve_table = pl.DataFrame(curve, schema=CURVE_SCHEMA)
     checkpoint = None
-    if out_dir is not None:
+    if out_dir is not None and group.is_main:
         checkpoint = str(save_checkpoint(Path(out_dir), model, config, seed, best.step))
         curve_table.write_parquet(Path(out_dir) / "curve.parquet")
     return TrainResult(
@@ -540,6 +561,7 @@ def train(
         wall_time_s=time.perf_counter() - started,
         device=str(device),
         dtype=dtype,
+        world_size=group.world_size,
         checkpoint=checkpoint,
         curve=curve_table,
     )

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalelib.config import TRAIN_PRESETS, TrainConfig, find_size, get_ladder, select_sizes
 from scalelib.errors import ScalelibError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from scalelib.sweep import RunSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -159,37 +165,101 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not fit the mean, PCA, ridge and kNN baselines (by default "
                         "they are stored once per dataset and training-set size)")
+    _add_launch_options(parser)
     add_training_options(parser)
     parser.set_defaults(handler=_sweep)
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    import polars as pl
+def _add_launch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "launching", "train each run in its own job through submitit (needs scalelib[cluster]); "
+        "for data-parallel runs in this allocation, start the sweep with torchrun instead")
+    group.add_argument("--launcher", choices=("slurm", "local"),
+                       help="slurm: one Slurm job per run (a job array) and one for the "
+                       "baselines; local: the same jobs as processes on this machine")
+    group.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    group.add_argument("--gpus-per-run", type=int, default=0,
+                       help="GPUs per run; above 1 a run trains data-parallel, one process "
+                       "per GPU (default 0)")
+    group.add_argument("--time", type=int, default=60, dest="time_min",
+                       help="time limit of each job in minutes (default 60)")
 
-    from scalelib.data.preprocess import load_or_simulate
-    from scalelib.results import print_table, read_results
-    from scalelib.scaling import baseline_rows, matching_baselines
-    from scalelib.sweep import SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
+
+def _sweep(args: argparse.Namespace) -> int:
+    from scalelib.distributed import joined
 
     if args.rebuild_table:
         return _rebuild_table(args.out)
     config = training_config(args)
+    if args.launcher is not None:
+        return _sweep_launched(args, config)
+    with joined(config.device):  # the processes torchrun started, if any (rank 0 prints)
+        return _sweep_in_group(args, config)
+
+
+def _plan_sweep(args: argparse.Namespace, config: TrainConfig) -> list[RunSpec]:
+    """The runs ``sweep`` asks for, on its dataset (read, or simulated into ``--out``)."""
+    from scalelib.data.preprocess import load_or_simulate
+    from scalelib.data.store import load_dataset
+    from scalelib.sweep import check_sweep_dir, plan_runs
+
     check_sweep_dir(args.out)
     sizes = select_sizes(get_ladder(args.ladder), args.sizes)
     if args.data is not None:
-        from scalelib.data.store import load_dataset
-
         dataset = load_dataset(args.data)
     else:
         dataset = load_or_simulate(args.simulate, args.regime_preset, args.out / "datasets")
-    runs = plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
+    return plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
+
+
+def _sweep_in_group(args: argparse.Namespace, config: TrainConfig) -> int:
+    from scalelib.sweep import SweepCallbacks, run_sweep
+
+    runs = _plan_sweep(args, config)
     trained = []
     table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap,
                       callbacks=SweepCallbacks(on_run_start=lambda i, n, run: trained.append(run)),
                       baselines=not args.no_baselines)
+    status = _print_sweep(table, args.out, len(trained), len(runs))
+    if args.budget_check:
+        from scalelib.budget_check import CHECK_SUMMARY, budget_check_sentence, check_budget
+
+        print("budget check: the largest sizes again at twice the budget")
+        print(budget_check_sentence(check_budget(runs, args.out)))
+        print(f"budget check: {args.out / CHECK_SUMMARY}")
+    return status
+
+
+def _sweep_launched(args: argparse.Namespace, config: TrainConfig) -> int:
+    """``sweep --launcher``: every run in its own submitit job, then the usual summary."""
+    from scalelib.distributed import launched_by_torchrun
+    from scalelib.launch import LaunchOptions, launch_sweep
+    from scalelib.results import read_results
+
+    options = LaunchOptions(args.launcher, args.partition, args.gpus_per_run, args.time_min)
+    if launched_by_torchrun():
+        raise ScalelibError("--launcher starts its own processes; run it without torchrun")
+    if args.budget_check:
+        raise ScalelibError("--budget-check trains in this process; run it after the "
+                            "launched sweep, without --launcher")
+    runs = _plan_sweep(args, config)
+    outcomes = launch_sweep(runs, args.out, options, rerun=args.rerun,
+                            in_memory=not args.memmap, baselines=not args.no_baselines)
+    table = read_results(args.out / "results.parquet")
+    table = table.filter(table["run_id"].is_in([outcome.run_id for outcome in outcomes]))
+    return _print_sweep(table, args.out, sum(o.trained for o in outcomes), len(runs))
+
+
+def _print_sweep(table: pl.DataFrame, out: Path, n_trained: int, n_planned: int) -> int:
+    """Print a sweep's rows, its baselines and a verdict; return the exit status."""
+    import polars as pl
+
+    from scalelib.results import print_table, read_results
+    from scalelib.scaling import baseline_rows, matching_baselines
+
     print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
                              "best_val_mse", "test_mse", "baseline_val_mse", "status"))
-    baselines = matching_baselines(table, baseline_rows(read_results(args.out / "results.parquet")))
+    baselines = matching_baselines(table, baseline_rows(read_results(out / "results.parquet")))
     if baselines.height:
         print("baselines (fitted on the training cells, scored on the same masks):")
         print_table(baselines.select("n_train_cells", "model_family", "setting", "best_val_mse",
@@ -198,15 +268,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "
               "--steps) or try another --lr")
-    print(f"trained {len(trained)} of the {len(runs)} planned runs here (the others were "
+    print(f"trained {n_trained} of the {n_planned} planned runs here (the others were "
           "finished already, or by another process on this directory)")
-    print(f"results: {args.out / 'results.parquet'}")
-    if args.budget_check:
-        from scalelib.budget_check import CHECK_SUMMARY, budget_check_sentence, check_budget
-
-        print("budget check: the largest sizes again at twice the budget")
-        print(budget_check_sentence(check_budget(runs, args.out)))
-        print(f"budget check: {args.out / CHECK_SUMMARY}")
+    print(f"results: {out / 'results.parquet'}")
     return 0 if (table["status"] == "ok").all() else 1
 
 

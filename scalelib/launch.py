@@ -122,14 +122,16 @@ def train_run_job(recipe: RunRecipe, out_dir: str, *, rerun: bool,
     in_memory
         Hold the training cells in memory (False: read batches from the dataset on disk).
     """
+    from scalelib.data.store import load_dataset
     from scalelib.distributed import joined
     from scalelib.sweep import SweepCallbacks, run_sweep
 
     _export_process_group()
     started: list[RunSpec] = []
     callbacks = SweepCallbacks(on_run_start=lambda i, n, run: started.append(run))
+    dataset = load_dataset(recipe.dataset_path, obs_columns=None if in_memory else ())
     with joined(recipe.config.device):
-        row = run_sweep([recipe.plan()], out_dir, rerun=rerun, callbacks=callbacks,
+        row = run_sweep([recipe.plan(dataset)], out_dir, rerun=rerun, callbacks=callbacks,
                         progress=False, in_memory=in_memory, baselines=False).row(0, named=True)
     return JobOutcome(row["run_id"], bool(started), row["status"])
 

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from scalelib.config import ModelSize, TrainConfig
 from scalelib.convergence import Plateau, plateaued
-from scalelib.data.store import ExpressionDataset
+from scalelib.data.store import ExpressionDataset, RowsOnDisk, read_rows
 from scalelib.distributed import SINGLE_PROCESS, ProcessGroup, current
 from scalelib.errors import ScalelibError
 from scalelib.hardware import autocast, resolve_device, resolve_dtype
-from scalelib.heldout import fixed_mask, per_gene_mean_mse
+from scalelib.heldout import FixedMask, fixed_mask, gene_means, masked_mse_of_means
 from scalelib.model import MaskedExpressionTransformer
 
 
@@ -243,7 +243,7 @@ class Convergence:
 
 
 class TrainingBatches:
-    """Training cells served as batches, from memory or from a memory-mapped matrix.
+    """Training cells served as batches, from memory or read from the dataset's file.
 
     Batches follow a seeded stream of random permutations of the training cells (an epoch
     ends mid-batch without a short batch); a cells budget makes the last batch short so that
@@ -256,11 +256,11 @@ class TrainingBatches:
         self.X = X
         self.values = torch.from_numpy(np.ascontiguousarray(X[rows], dtype=np.float32)) if in_memory else None
 
-    def sample_for_means(self, limit: int = 200_000) -> np.ndarray:
-        """Training cells (all of them up to ``limit``) for the per-gene-mean baseline."""
+    def gene_means(self, limit: int = 200_000) -> np.ndarray:
+        """Per-gene means of the training cells (the first ``limit``), the baseline's prediction."""
         if self.values is not None:
-            return self.values[:limit].numpy()
-        return np.asarray(self.X[self.rows[:limit]], dtype=np.float32)
+            return gene_means(self.values[:limit].numpy())
+        return gene_means(RowsOnDisk(self.X, self.rows[:limit]))
 
     def iterate(self, config: TrainConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Yield positions (into the training rows) of each batch, for the whole budget."""
@@ -282,35 +282,47 @@ class TrainingBatches:
         rows = self.rows[positions]
         order = np.argsort(rows)  # read in row order (sequential on disk), return in batch order
         values = np.empty((len(rows), self.X.shape[1]), dtype=np.float32)
-        values[order] = self.X[rows[order]]
+        values[order] = read_rows(self.X, rows[order])
         return torch.from_numpy(values)
 
 
 @dataclass(frozen=True)
 class HeldOutSets:
-    """Validation and test values with their fixed masks and per-gene-mean baselines."""
+    """Validation and test values with their fixed masks and per-gene-mean baselines.
 
-    val_values: np.ndarray
-    val_mask: np.ndarray
-    test_values: np.ndarray
-    test_mask: np.ndarray
+    In memory, values and masks are arrays; streamed, they are read and drawn a block of rows
+    at a time (:class:`~scalelib.data.store.RowsOnDisk`, :class:`~scalelib.heldout.FixedMask`),
+    with the same values.
+    """
+
+    val_values: np.ndarray | RowsOnDisk
+    val_mask: np.ndarray | FixedMask
+    test_values: np.ndarray | RowsOnDisk
+    test_mask: np.ndarray | FixedMask
     baseline_val_mse: float
     baseline_test_mse: float
 
     @classmethod
-    def build(cls, dataset: ExpressionDataset, config: TrainConfig,
-              train_values: np.ndarray) -> HeldOutSets:
-        """Load both splits, draw their masks from ``config.eval_mask_seed``, score the baseline."""
-        val_values, test_values = dataset.split_values("val"), dataset.split_values("test")
-        if len(val_values) == 0 or len(test_values) == 0:
+    def build(cls, dataset: ExpressionDataset, config: TrainConfig, train_means: np.ndarray,
+              in_memory: bool = True) -> HeldOutSets:
+        """Both splits and their masks (from ``config.eval_mask_seed``), and the baseline's
+        scores (predicting ``train_means``); loaded into memory, or streamed."""
+        val, test = dataset.split_indices("val"), dataset.split_indices("test")
+        if len(val) == 0 or len(test) == 0:
             raise ScalelibError("the dataset has an empty validation or test split; rebuild it")
         seed, rate, n_genes = config.eval_mask_seed, config.mask_rate, dataset.n_genes
-        val_mask = fixed_mask(len(val_values), n_genes, rate, seed)
-        test_mask = fixed_mask(len(test_values), n_genes, rate, seed + 1)
+        if in_memory:
+            val_values, test_values = dataset.split_values("val"), dataset.split_values("test")
+            val_mask = fixed_mask(len(val), n_genes, rate, seed)
+            test_mask = fixed_mask(len(test), n_genes, rate, seed + 1)
+        else:
+            val_values, test_values = RowsOnDisk(dataset.X, val), RowsOnDisk(dataset.X, test)
+            val_mask = FixedMask(len(val), n_genes, rate, seed)
+            test_mask = FixedMask(len(test), n_genes, rate, seed + 1)
         return cls(
             val_values, val_mask, test_values, test_mask,
-            per_gene_mean_mse(train_values, val_values, val_mask),
-            per_gene_mean_mse(train_values, test_values, test_mask),
+            masked_mse_of_means(train_means, val_values, val_mask),
+            masked_mse_of_means(train_means, test_values, test_mask),
         )
 
 
@@ -446,8 +458,10 @@ def train(
     progress
         Show a terminal progress bar.
     in_memory
-        Load the training cells into memory (True) or gather each batch from the dataset's
-        memory-mapped matrix (False).
+        Load the training, validation and test cells into memory (True), or stream them:
+        read each batch, and each block of a validation pass, from the dataset's file
+        (False), so that memory holds a batch, a block and the model, however many cells
+        the dataset has.
 
     Returns
     -------
@@ -469,7 +483,7 @@ def train(
     torch.manual_seed(seed)
     batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
                               in_memory=in_memory)
-    held_out = HeldOutSets.build(dataset, config, batches.sample_for_means())
+    held_out = HeldOutSets.build(dataset, config, batches.gene_means(), in_memory=in_memory)
     model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
                                         attention_dropout=config.attention_dropout).to(device)
     network = group.data_parallel(model, seed)  # what training steps go through

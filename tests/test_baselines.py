@@ -15,7 +15,7 @@ from scalelib.baselines import (
 from scalelib.config import ModelSize, Regime, TrainConfig
 from scalelib.data.preprocess import build_dataset, simulate_dataset
 from scalelib.errors import ScalelibError
-from scalelib.heldout import held_out_splits
+from scalelib.heldout import gene_means, held_out_splits
 
 
 def small_dataset(n_cells=600, n_genes=24):
@@ -92,7 +92,7 @@ def test_baselines_are_scored_on_the_transformers_cells_and_masks():
     config = TrainConfig(max_steps=4, batch_size=16, eval_every=2, mask_rate=0.25,
                          eval_mask_seed=99)
     training = dataset.split_values("train")
-    sets = HeldOutSets.build(dataset, config, training)
+    sets = HeldOutSets.build(dataset, config, gene_means(training))
     held_out = held_out_splits(dataset, mask_rate=config.mask_rate,
                                eval_mask_seed=config.eval_mask_seed)
     np.testing.assert_array_equal(held_out.val.values, sets.val_values)

@@ -8,18 +8,17 @@ import pytest
 import torch
 
 from scalelib.config import DEMO_REGIMES, ModelSize, Regime, TrainConfig
-from scalelib.data.store import ExpressionDataset
+from scalelib.data.store import ExpressionDataset, RowsOnDisk, load_dataset, read_rows
 from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
+from scalelib.heldout import FixedMask, fixed_mask, per_gene_mean_mse
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.train import (
     TrainingDiverged,
     evaluate,
-    fixed_mask,
     learning_rate,
     load_checkpoint,
     masked_mse_sums,
-    per_gene_mean_mse,
     train,
 )
 
@@ -146,13 +145,32 @@ def test_training_reads_only_training_cells():
     assert recorder.touched and recorder.touched <= train_rows
 
 
-def test_memmap_and_in_memory_training_agree():
+def test_streamed_and_in_memory_training_agree(tmp_path):
     dataset = structured_dataset()
-    config = TrainConfig(max_steps=12, batch_size=16, eval_every=4)
+    on_disk = load_dataset(dataset.write(tmp_path / "data"))  # X memory-mapped, read by rows
+    config = TrainConfig(max_steps=12, batch_size=16, eval_every=4, eval_batch_size=7)
     in_memory = train(dataset, TINY, config, seed=1, progress=False)
-    streamed = train(dataset, TINY, config, seed=1, progress=False, in_memory=False)
-    assert streamed.best_val_mse == in_memory.best_val_mse
+    streamed = train(on_disk, TINY, config, seed=1, progress=False, in_memory=False)
+    for field in ("best_val_mse", "test_mse", "baseline_val_mse", "baseline_test_mse"):
+        assert getattr(streamed, field) == pytest.approx(getattr(in_memory, field), rel=1e-12)
     assert streamed.curve["train_loss"].to_list() == in_memory.curve["train_loss"].to_list()
+
+
+def test_fixed_mask_drawn_by_blocks_equals_the_whole_draw():
+    whole = fixed_mask(41, 13, 0.3, seed=5)  # 13 genes: blocks start on odd draws too
+    blocks = FixedMask(41, 13, 0.3, seed=5)
+    assert all(np.array_equal(blocks[start:stop], whole[start:stop])
+               for start in range(42) for stop in range(start, 43))
+
+
+def test_rows_read_from_the_file_equal_the_memory_map(tmp_path):
+    dataset = load_dataset(structured_dataset().write(tmp_path / "data"))
+    rows = np.array([0, 1, 2, 7, 9, 10, 50, dataset.X.shape[0] - 1])
+    np.testing.assert_array_equal(read_rows(dataset.X, rows), dataset.X[rows])
+    np.testing.assert_array_equal(read_rows(dataset.X, rows[::-1]), dataset.X[rows[::-1]])
+    lazy = RowsOnDisk(dataset.X, rows)
+    np.testing.assert_array_equal(lazy[2:6], dataset.X[rows[2:6]])
+    assert len(lazy) == len(rows) and lazy.shape == (len(rows), dataset.n_genes)
 
 
 def test_same_seed_same_result_and_checkpoint_round_trip(tmp_path):

@@ -157,7 +157,10 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
                         help="sweep directory (default data/sweeps/default)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
     parser.add_argument("--memmap", action="store_true",
-                        help="read training batches from the on-disk matrix instead of memory")
+                        help="stream: read training batches and validation blocks from the "
+                        "dataset's file instead of holding its cells in memory (for datasets "
+                        "larger than memory; the baselines still load theirs, see "
+                        "--no-baselines)")
     parser.add_argument("--budget-check", action="store_true",
                         help="after the sweep, rerun the two largest sizes at twice the budget "
                         "and report whether their loss moved more than the fit's uncertainty "
@@ -205,8 +208,8 @@ def _plan_sweep(args: argparse.Namespace, config: TrainConfig) -> list[RunSpec]:
 
     check_sweep_dir(args.out)
     sizes = select_sizes(get_ladder(args.ladder), args.sizes)
-    if args.data is not None:
-        dataset = load_dataset(args.data)
+    if args.data is not None:  # streamed training reads no per-cell metadata
+        dataset = load_dataset(args.data, obs_columns=() if args.memmap else None)
     else:
         dataset = load_or_simulate(args.simulate, args.regime_preset, args.out / "datasets")
     return plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)

@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from scalelib.errors import ScalelibError, read_failures
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+OBS_REQUIRED = ("cell_id", "split", "train_rank")
 DATASET_FILES = ("manifest.json", "X.npy", "obs.parquet", "var.parquet")
 HVG_FILE = "hvg.parquet"
 HVG_TABLE_COLUMNS = ("gene_name", "gene_id", "means", "variances", "variances_norm", "selected")
@@ -194,7 +196,8 @@ class ExpressionDataset:
         return out_dir
 
 
-def load_dataset(path: str | Path, in_memory: bool = False) -> ExpressionDataset:
+def load_dataset(path: str | Path, in_memory: bool = False,
+                 obs_columns: Sequence[str] | None = None) -> ExpressionDataset:
     """Open a dataset directory written by :meth:`ExpressionDataset.write`.
 
     Parameters
@@ -203,6 +206,10 @@ def load_dataset(path: str | Path, in_memory: bool = False) -> ExpressionDataset
         The dataset directory.
     in_memory
         Read ``X`` into memory instead of memory-mapping it.
+    obs_columns
+        The per-cell metadata columns to read besides ``cell_id``, ``split`` and
+        ``train_rank`` (None: all). Training reads none, so that streamed training does not
+        hold every cell's metadata.
     """
     path = Path(path)
     if not path.is_dir():
@@ -224,13 +231,69 @@ def load_dataset(path: str | Path, in_memory: bool = False) -> ExpressionDataset
     _verify_files(path, manifest.get("files"), fix)
     with read_failures(path, fix):
         X = np.load(path / "X.npy", mmap_mode=None if in_memory else "r", allow_pickle=False)
-        obs = pl.read_parquet(path / "obs.parquet")
+        columns = None if obs_columns is None else [*OBS_REQUIRED, *obs_columns]
+        obs = pl.read_parquet(path / "obs.parquet", columns=columns)
         var = pl.read_parquet(path / "var.parquet")
         hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None
     if "files" not in manifest and not all_finite(X):  # built before hashes were recorded
         raise ScalelibError(f"{path / 'X.npy'} holds NaN or infinite values; {fix}")
     return ExpressionDataset(X=X, obs=obs, var=var, manifest={**manifest, "path": str(path)},
                              hvg=hvg)
+
+
+def read_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` as float32; from a memory-mapped ``X.npy``, by reading the file.
+
+    Reads (each run of consecutive rows at once) go through the page cache but leave nothing
+    mapped into the process, so its resident memory does not grow with the rows it has read,
+    as it does when rows are gathered through the memory map.
+
+    Parameters
+    ----------
+    X
+        The dataset's matrix: a read-only memory map of ``X.npy``, or any array.
+    rows
+        Row indices; ascending order reads runs of rows at once.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    on_disk = (isinstance(X, np.memmap) and X.filename is not None and X.dtype == np.float32
+               and X.flags.c_contiguous)
+    if not on_disk:
+        return np.ascontiguousarray(X[rows], dtype=np.float32)
+    values = np.empty((len(rows), X.shape[1]), dtype=np.float32)
+    row_bytes = X.shape[1] * values.itemsize
+    run_starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+    with open(X.filename, "rb", buffering=0) as handle:
+        for first, last in zip(run_starts, [*run_starts[1:], len(rows)]):
+            handle.seek(X.offset + int(rows[first]) * row_bytes)
+            block = memoryview(values[first:last]).cast("B")
+            if handle.readinto(block) != block.nbytes:
+                raise ScalelibError(f"{X.filename} ended before row {rows[last - 1]}; rebuild "
+                                    "the dataset")
+    return values
+
+
+class RowsOnDisk:
+    """Some rows of a dataset's matrix, read when sliced (``rows_on_disk[a:b]``; see
+    :func:`read_rows`), for passes over a split that never hold it whole.
+
+    Parameters
+    ----------
+    X
+        The dataset's matrix (a memory map of ``X.npy``).
+    rows
+        The row indices, ascending.
+    """
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray) -> None:
+        self.X, self.rows = X, rows
+        self.shape = (len(rows), X.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, positions: slice) -> np.ndarray:
+        return read_rows(self.X, self.rows[positions])
 
 
 def file_digest(path: Path) -> dict:
@@ -336,7 +399,7 @@ def _check_tables(X: np.ndarray, obs: pl.DataFrame, var: pl.DataFrame) -> None:
         raise ScalelibError(
             f"matrix shape {X.shape} does not match {obs.height} cells x {var.height} genes"
         )
-    for table, columns in ((obs, ("cell_id", "split", "train_rank")), (var, ("gene_id", "gene_name"))):
+    for table, columns in ((obs, OBS_REQUIRED), (var, ("gene_id", "gene_name"))):
         missing = [c for c in columns if c not in table.columns]
         if missing:
             raise ScalelibError(f"dataset table lacks column(s) {', '.join(missing)}")

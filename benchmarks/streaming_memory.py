@@ -1,8 +1,9 @@
 """Peak memory of training as the dataset grows: streamed from disk versus held in memory.
 
-For each dataset size, builds a dataset from a local SOMA store in the Census layout (written
-by ``benchmarks/census_store.py``) with ``scalelib data build --source soma:STORE --cells N``
-(kept under ``--work`` and reused), then trains one model on it in a fresh child process,
+For each dataset size, builds a dataset with ``scalelib data build --source SOURCE --cells N``
+(kept under ``--work`` and reused): from a local SOMA store in the Census layout
+(``--source soma:STORE``, written by ``benchmarks/census_store.py``) or from scalelib's
+simulator (``--source simulate``, quicker to write at 500,000 cells). Then it trains one model on it in a fresh child process,
 streamed (``train(..., in_memory=False)``, what ``scalelib sweep --memmap`` does: batches and
 validation blocks read from ``X.npy``) and, unless ``--streamed-only``, held in memory. The
 child reports the kernel's peak resident set (``VmHWM``: anonymous memory plus file pages
@@ -11,7 +12,7 @@ process's) and, at the end, the anonymous and file-backed parts (``RssAnon``, ``
 
 Usage (after ``benchmarks/census_store.py --out data/bench/census500k --cells 500000``)::
 
-    .venv/bin/python benchmarks/streaming_memory.py --store data/bench/census500k \\
+    .venv/bin/python benchmarks/streaming_memory.py --source soma:data/bench/census500k \\
         --cells 50000,100000,200000,500000
 """
 
@@ -26,13 +27,14 @@ import time
 from pathlib import Path
 
 
-def build(store: Path, cells: int, genes: int, out: Path) -> Path:
-    """The dataset of ``cells`` cells drawn from ``store`` (built once, then reused)."""
+def build(source: str, cells: int, genes: int, out: Path) -> Path:
+    """The dataset of ``cells`` cells from ``source`` (built once, then reused)."""
     if (out / "manifest.json").exists():
         return out
-    command = [sys.executable, "-m", "scalelib", "data", "build", "--source", f"soma:{store}",
-               "--cells", str(cells), "--genes", str(genes), "--include-secondary", "--out",
-               str(out), "--quiet"]
+    census = ["--include-secondary"] if source.startswith("soma:") else []
+    command = [sys.executable, "-m", "scalelib", "data", "build", "--source", source,
+               "--cells", str(cells), "--genes", str(genes), *census, "--out", str(out),
+               "--quiet"]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True)
@@ -86,7 +88,8 @@ def measure(data: Path, size: str, steps: int, batch: int, in_memory: bool) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=Path("data/bench/census500k"))
+    parser.add_argument("--source", default="soma:data/bench/census500k",
+                        help="soma:STORE (Census layout) or simulate")
     parser.add_argument("--cells", default="50000,100000,200000,500000")
     parser.add_argument("--genes", type=int, default=128)
     parser.add_argument("--work", type=Path, default=Path("data/bench/streaming"))
@@ -106,7 +109,8 @@ def main() -> None:
     print(f"{'cells':>9} {'val':>7} {'X.npy':>8}  {'mode':<10}{'peak RSS':>10}{'anon':>9}"
           f"{'file':>9}{'load+imports':>14}{'train s':>9}")
     for cells in (int(text) for text in args.cells.split(",")):
-        data = build(args.store, cells, args.genes, args.work / f"cells{cells}")
+        label = args.source.replace(":", "_").replace("/", "_")
+        data = build(args.source, cells, args.genes, args.work / f"{label}_{cells}")
         for label, in_memory in modes:
             got = measure(data, args.size, args.steps, args.batch, in_memory)
             print(f"{got['cells']:>9,} {got['val_cells']:>7,} {got['x_bytes'] / 1e6:>6,.0f}MB  "

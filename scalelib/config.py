@@ -372,6 +372,52 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }
 
 
+@dataclass(frozen=True)
+class CalibrationPreset:
+    """What ``scalelib calibrate`` simulates and trains (see :mod:`scalelib.calibrate`).
+
+    Parameters
+    ----------
+    name
+        ``"smoke"`` or ``"demo"``.
+    n_genes, n_cells
+        Genes and cells of the mixture dataset (without ``--fit-to``, or at most the fitted
+        dataset's genes with it).
+    ladder, sizes
+        The ladder and the sizes of it that are trained.
+    train
+        Training configuration: the ``converge`` budget mode, its budget a cap.
+    n_bootstrap
+        Bootstrap resamples of the fits.
+    """
+
+    name: str
+    n_genes: int
+    n_cells: int
+    ladder: str
+    sizes: tuple[str, ...]
+    train: TrainConfig
+    n_bootstrap: int
+
+
+# `smoke` finishes in a few minutes on two CPU cores; `demo` trains the whole demo ladder on a
+# mixture the size of the demo's rich regime.
+CALIBRATION_PRESETS: dict[str, CalibrationPreset] = {
+    "smoke": CalibrationPreset(
+        "smoke", n_genes=32, n_cells=40_000, ladder="demo",
+        sizes=("D0", "D1", "D2", "D3", "D4"),
+        train=TRAIN_PRESETS["demo"].with_(budget_mode="converge", max_cells=60_000,
+                                          patience=None),
+        n_bootstrap=200),
+    "demo": CalibrationPreset(
+        "demo", n_genes=128, n_cells=20_000, ladder="demo",
+        sizes=tuple(size.name for size in DEMO_LADDER),
+        train=TRAIN_PRESETS["demo"].with_(budget_mode="converge", max_cells=300_000,
+                                          patience=None),
+        n_bootstrap=1000),
+}
+
+
 def notebook_sweep_dir(preset: str) -> Path:
     """Where the notebooks keep a preset's sweep: ``data/demo`` (shared with ``scalelib demo``)
     for the demo preset, ``data/notebook/<preset>`` for the others.

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "scalelib.cli.report_cmd",
     "scalelib.cli.export_cmd",
     "scalelib.cli.baselines_cmd",
+    "scalelib.cli.calibrate_cmd",
 )
 
 

@@ -1,10 +1,13 @@
 """Data commands: ``scalelib data build`` (a source -> an on-disk dataset) and ``data info``.
 
 ``--source`` takes ``census`` (the public CELLxGENE Census, the default), ``soma:URI`` (any
-SOMA store in the Census layout, e.g. a local copy), ``simulate`` (the built-in simulator) or a
-path (an ``.h5ad`` file with raw counts in X, ``layers["counts"]`` or ``.raw``, or a 10x
-directory). Every source goes through the same builder (:mod:`scalelib.data.build`); the
-dataset is written atomically in the format of :mod:`scalelib.data.store`.
+SOMA store in the Census layout, e.g. a local copy), ``simulate`` (the built-in simulator),
+``mixture`` (the Gaussian mixture whose masked-reconstruction floor is known, optionally
+``--fit-to`` real data; :mod:`scalelib.data.floor_dataset`) or a path (an ``.h5ad`` file with
+raw counts in X, ``layers["counts"]`` or ``.raw``, or a 10x directory). Every source of counts
+goes through the same builder (:mod:`scalelib.data.build`); the mixture writes normalised log
+values directly. The dataset is written atomically in the format of
+:mod:`scalelib.data.store`.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--source", default="census",
-        help="census (default), soma:URI (a SOMA store in the Census layout), simulate, or "
-             "a PATH to an .h5ad file or a 10x directory")
+        help="census (default), soma:URI (a SOMA store in the Census layout), simulate, "
+             "mixture (a Gaussian mixture with a known floor), or a PATH to an .h5ad file or "
+             "a 10x directory")
     parser.add_argument("--regime", choices=sorted(PAPER_REGIMES),
                         help="rich (512 genes, 200,000 cells) or limited (1,024 genes, "
                              "10,000 cells); --genes and --cells override its numbers")
@@ -65,6 +69,17 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
                              "without that column the split is random, as the summary notes)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    mixture = parser.add_argument_group("mixture source (known floor)")
+    mixture.add_argument("--fit-to", type=Path, metavar="PATH",
+                         help="fit the mixture to a dataset directory, .h5ad file or 10x "
+                              "directory (default: to cells of the count simulator)")
+    mixture.add_argument("--fit-labels", default="cell_type",
+                         help="obs column of cell types of --fit-to (absent: k-means clusters)")
+    mixture.add_argument("--mixture-types", type=int, default=8,
+                         help="cell types of the count simulator, or clusters of unlabelled "
+                              "--fit-to data (8)")
+    mixture.add_argument("--mixture-rank", type=int, default=8,
+                         help="gene programs per type (8)")
     census = parser.add_argument_group("census and SOMA sources")
     census.add_argument("--census-version", default=None,
                         help="Census release (default 2025-11-08, the LTS release pinned in "
@@ -89,7 +104,8 @@ def _build(args: argparse.Namespace) -> int:
 
     regime = PAPER_REGIMES[args.regime] if args.regime else None
     n_genes = args.genes if args.genes is not None else (regime.n_genes if regime else None)
-    if n_genes is None:
+    _check_mixture_options(args)
+    if n_genes is None and not (args.source == "mixture" and args.fit_to):
         raise ScalelibError("give --regime rich|limited or --genes V")
     sizes = args.cells or ([regime.n_cells] if regime else None)
     label = args.regime or "custom"
@@ -108,6 +124,8 @@ def _build_dataset(args: argparse.Namespace, n_genes: int, sizes: list[int] | No
     if source == "census" or source.startswith("soma:"):
         return _build_from_soma(args, n_genes, sizes, label, spill_dir, common)
     _refuse_census_options(args)
+    if source == "mixture":
+        return _build_mixture(args, n_genes, _need_sizes(sizes, "the mixture"), label)
     if source == "simulate":
         from scalelib.data.preprocess import simulate_dataset
 
@@ -144,6 +162,39 @@ def _build_from_soma(args: argparse.Namespace, n_genes: int, sizes: list[int] | 
         obs_filter=obs_filter, regime=label, chunk_cells=args.chunk_cells or CHUNK_CELLS,
         spill_dir=spill_dir, progress=not args.quiet, **common,
     )
+
+
+def _check_mixture_options(args: argparse.Namespace) -> None:
+    if args.mixture_types < 1 or args.mixture_rank < 1:
+        raise ScalelibError("--mixture-types and --mixture-rank must be positive integers")
+    if args.source != "mixture" and args.fit_to is not None:
+        raise ScalelibError("--fit-to only applies to --source mixture; drop it or add "
+                            "--source mixture")
+    if args.fit_to is not None and not args.fit_to.exists():
+        raise ScalelibError(f"--fit-to {args.fit_to} does not exist; give a dataset directory, "
+                            "an .h5ad file or a 10x directory")
+    if args.source == "mixture" and args.holdout:
+        raise ScalelibError("the mixture has no donors to hold out; drop --holdout")
+
+
+def _build_mixture(args: argparse.Namespace, n_genes: int | None, sizes: list[int],
+                   label: str) -> ExpressionDataset:
+    from scalelib.data.floor_dataset import (
+        mixture_dataset,
+        mixture_from_data,
+        mixture_from_simulator,
+    )
+
+    if args.fit_to is None:
+        fitted = mixture_from_simulator(n_genes, n_types=args.mixture_types,
+                                        rank=args.mixture_rank, seed=args.seed)
+    else:
+        fitted = mixture_from_data(args.fit_to, n_genes=n_genes, n_types=args.mixture_types,
+                                   rank=args.mixture_rank, labels=args.fit_labels,
+                                   seed=args.seed)
+    return mixture_dataset(fitted.mixture, sizes, seed=args.seed, regime=label,
+                           gene_names=fitted.gene_names, gene_ids=fitted.gene_ids,
+                           provenance=fitted.provenance)
 
 
 def _need_sizes(sizes: list[int] | None, what: str) -> list[int]:
@@ -198,6 +249,13 @@ def _describe(manifest: dict, fingerprint: str) -> list[str]:
                  + (f" (note: {split['note']})" if split.get("note") else ""))
     lines.append("nested training sizes: "
                  + ", ".join(f"{n:,}" for n in manifest.get("train_sizes", [])))
+    floor = manifest.get("bayes_floor")
+    if floor:
+        val, population = floor["val"], floor["expected"]
+        lines.append(f"known floor at mask rate {floor['mask_rate']:g}: Bayes-optimal MSE "
+                     f"{val['mse']:.4f} (se {val['mse_se']:.4f}) and {val['bits']:.3f} bits per "
+                     f"masked gene on the validation masks; population {population['mse']:.4f}"
+                     f" and {population['bits']:.3f} bits")
     lines.append(f"fingerprint: {fingerprint}")
     return lines
 

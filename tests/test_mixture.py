@@ -177,43 +177,86 @@ def test_a_trained_model_approaches_the_floor_from_above():
     assert gap < 0.5 * baseline_gap  # most of the way from the per-gene mean to the floor
 
 
-def test_calibrate_prints_the_json_keys_and_refuses_a_beaten_floor(tmp_path, capsys,
-                                                                  monkeypatch):
-    import json
+CALIBRATE_ARGV = ["calibrate", "--preset", "smoke", "--rank", "2", "--types", "3"]
 
-    from scalelib import calibrate
-    from scalelib.config import CALIBRATION_PRESETS, TRAIN_PRESETS, CalibrationPreset
-    from scalelib.data import floor_dataset
 
-    monkeypatch.setattr(floor_dataset, "SIMULATED_FIT_CELLS", 1500)
-    tiny = CalibrationPreset("smoke", n_genes=8, n_cells=1500, ladder="smoke",
+def _tiny_preset():
+    """A seconds-long stand-in for the smoke calibration preset."""
+    from scalelib.config import TRAIN_PRESETS, CalibrationPreset
+
+    return CalibrationPreset("smoke", n_genes=8, n_cells=1500, ladder="smoke",
                              sizes=("T0", "T1", "T2"), n_bootstrap=5,
                              train=TRAIN_PRESETS["smoke"].with_(budget_mode="converge",
                                                                 max_steps=40))
-    monkeypatch.setitem(CALIBRATION_PRESETS, "smoke", tiny)
-    argv = ["calibrate", "--preset", "smoke", "--rank", "2", "--types", "3", "--json", "--out",
-            str(tmp_path / "cal")]
-    assert main(argv) == 0
-    summary = json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def tiny_calibration(tmp_path_factory):
+    """``scalelib calibrate --json`` with a seconds-long preset: its output and directory."""
+    import contextlib
+    import io
+    import json
+
+    from scalelib.config import CALIBRATION_PRESETS
+    from scalelib.data import floor_dataset
+
+    out = tmp_path_factory.mktemp("calibrate") / "cal"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(floor_dataset, "SIMULATED_FIT_CELLS", 1500)
+        patch.setitem(CALIBRATION_PRESETS, "smoke", _tiny_preset())
+        code = main([*CALIBRATE_ARGV, "--json", "--out", str(out)])
+    return code, json.loads(printed.getvalue()), out
+
+
+def test_calibrate_prints_the_json_keys(tiny_calibration):
+    import json
+
+    code, summary, out = tiny_calibration
+    assert code == 0
     assert {"true_floor_mse", "true_floor_se", "true_bits", "best_val_mse", "fitted_c",
             "gaussian_bits_from_c", "ridge_val_mse"} <= set(summary)
     assert set(summary["fitted_c"]) == set(summary["gaussian_bits_from_c"]) == {"grid", "huber"}
+    assert {"c", "ci", "status"} <= set(summary["fitted_c"]["huber"])
     assert summary["best_val_mse"] >= summary["true_floor_mse"] - 2 * summary["true_floor_se"]
     assert summary["runs"] == 3 and not summary["floor_beaten"]
-    saved = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert summary["ridge_val_mse"] > 0
+    saved = json.loads((out / "calibration.json").read_text())
     assert saved["true_floor_mse"] == summary["true_floor_mse"]
 
-    # a best model below the floor beyond its error bar is an alarm: exit status 1
+
+def test_calibrate_exits_1_when_a_model_beats_the_floor(tiny_calibration, capsys, monkeypatch):
+    import polars as pl
+
+    from scalelib import calibrate
+    from scalelib.config import CALIBRATION_PRESETS
+
+    _, _, out = tiny_calibration
+    monkeypatch.setitem(CALIBRATION_PRESETS, "smoke", _tiny_preset())
     real = calibrate.run_calibration
 
-    def beaten(*args, **kwargs):
+    def beaten(*args, **kwargs):  # the finished runs, their scores halved below the floor
         result = real(*args, **kwargs)
-        import polars as pl
-        below = result.floor["val"]["mse"] * 0.5
+        below = pl.lit(result.floor["val"]["mse"] * 0.5)
         return calibrate.Calibration(result.preset, result.dataset,
-                                     result.results.with_columns(best_val_mse=pl.lit(below)),
+                                     result.results.with_columns(best_val_mse=below),
                                      result.fits, result.ridge_val_mse, result.wall_time_s)
 
     monkeypatch.setattr(calibrate, "run_calibration", beaten)
-    assert main(argv[:-3] + ["--out", str(tmp_path / "cal")]) == 1
+    assert main([*CALIBRATE_ARGV, "--out", str(out)]) == 1
     assert "SOMETHING IS WRONG" in capsys.readouterr().out
+
+
+def test_report_sets_the_true_bits_beside_the_gaussian_reading(tiny_calibration, tmp_path):
+    from test_report import report_text
+
+    from scalelib import report
+
+    _, summary, out = tiny_calibration
+    prepared = report.prepare_report(out, tmp_path / "_data")
+    truth = prepared.numbers["regimes"][0]["known_floor"]
+    assert truth["mse"] == summary["true_floor_mse"] and truth["bits"] == summary["true_bits"]
+    table = report.entropy_table(report.load_report(tmp_path / "_data")).frame
+    assert "unknown" not in table["True bits"].to_list()
+    text = report_text(tmp_path / "_data")
+    assert "is simulated with a known floor" in text and "believe the true bits" in text

@@ -120,6 +120,19 @@ def _manifest_summary(manifest: dict | None) -> dict[str, Any]:
     }
 
 
+def _known_floor(manifest: dict | None) -> dict[str, Any] | None:
+    """The true floor of a simulated dataset with a known one (``bayes_floor`` of
+    :mod:`scalelib.data.floor_dataset`): on the validation masks, with its Gaussian reading,
+    and the population value; None for other data."""
+    floor = (manifest or {}).get("bayes_floor")
+    if not floor:
+        return None
+    val = floor["val"]
+    return {"mse": val["mse"], "mse_se": val["mse_se"], "bits": val["bits"],
+            "bits_se": val["bits_se"], "gaussian_bits": entropy_bits(val["mse"]),
+            "mask_rate": floor["mask_rate"], "expected": floor["expected"]}
+
+
 def _fit_numbers(fit: PowerLawFit) -> dict[str, Any]:
     """A fit's dictionary with its verdict and its description in words
     (:mod:`scalelib.statuses`)."""
@@ -186,6 +199,7 @@ def _regime_numbers(regime: str, scaling: pl.DataFrame, ok: pl.DataFrame,
         "baselines": _baseline_numbers(rows, baselines),
         "fits": {fit.method: _fit_numbers(fit) for fit in fits
                  if fit.group.get("regime") == regime},
+        "known_floor": _known_floor(manifest),
         "test_vs_val": _test_vs_val(ok.filter(pl.col("regime") == regime)),
     }
 

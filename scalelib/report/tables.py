@@ -119,13 +119,25 @@ def baselines_table(rep: ReportData) -> Table:
 
 
 def entropy_table(rep: ReportData) -> Table:
-    """The floor c and its entropy in bits per masked gene, with intervals."""
-    rows = [{
-        "Regime": regime, "Method": method, "c": with_ci(fit["c"], ci.get("c")),
-        "Bits per masked gene": (with_ci(fit["bits"], ci.get("bits"))
-                                 if fit["status"] != "no_floor" else "undefined (no floor)"),
-    } for regime, method, fit, ci in _fits(rep)]
+    """The floor c and its entropy in bits per masked gene, with intervals; on simulated data
+    with a known floor, the true floor and the true bits beside them."""
+    known = {r["regime"]: r.get("known_floor") for r in rep.numbers["regimes"]}
+    rows = []
+    for regime, method, fit, ci in _fits(rep):
+        truth = known.get(regime)
+        rows.append({
+            "Regime": regime, "Method": method, "c": with_ci(fit["c"], ci.get("c")),
+            "Bits per masked gene": (with_ci(fit["bits"], ci.get("bits"))
+                                     if fit["status"] != "no_floor" else "undefined (no floor)"),
+            "True floor": _plus_minus(truth["mse"], truth["mse_se"]) if truth else "unknown",
+            "True bits": _plus_minus(truth["bits"], truth["bits_se"]) if truth else "unknown",
+        })
     return Table("tbl-entropy", pl.DataFrame(rows))
+
+
+def _plus_minus(value: float, se: float) -> str:
+    """``value ± 1.96 se`` (a 95% Monte Carlo interval)."""
+    return f"{fmt(value)} ± {fmt(1.96 * se)}"
 
 
 def published_table(rep: ReportData) -> Table:

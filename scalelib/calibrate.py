@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -40,6 +40,7 @@ from scalelib.data.floor_dataset import (
 from scalelib.data.store import ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
 from scalelib.locks import file_lock
+from scalelib.results import read_results
 from scalelib.scaling import (
     METHODS,
     PowerLawFit,
@@ -71,7 +72,7 @@ class MixtureSpec:
 
     def as_dict(self) -> dict:
         """The fields as a plain dictionary."""
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,12 @@ def run_calibration(
     results = run_sweep(runs, out_dir, progress=progress)
     if not (results["status"] == "ok").any():
         raise ScalelibError(f"no run finished; see the failures in {out_dir / 'results.parquet'}")
+    baselines = baseline_rows(read_results(out_dir / "results.parquet"))
     fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=chosen.n_bootstrap,
-                      baselines=baseline_rows(pl.read_parquet(out_dir / "results.parquet")))
+                      baselines=baselines)
     write_fits(fits, out_dir / "fits.json")
-    baselines = matching_baselines(results, baseline_rows(pl.read_parquet(
-        out_dir / "results.parquet")))
-    ridge = baselines.filter(pl.col("model_family") == "ridge")["best_val_mse"]
+    matched = matching_baselines(results, baselines)
+    ridge = matched.filter(pl.col("model_family") == "ridge")["best_val_mse"]
     calibration = Calibration(preset, dataset, results, fits,
                               float(ridge[0]) if len(ridge) else float("nan"),
                               time.perf_counter() - started)

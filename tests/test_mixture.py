@@ -260,3 +260,14 @@ def test_report_sets_the_true_bits_beside_the_gaussian_reading(tiny_calibration,
     assert "unknown" not in table["True bits"].to_list()
     text = report_text(tmp_path / "_data")
     assert "is simulated with a known floor" in text and "believe the true bits" in text
+
+
+def test_fit_to_unlabelled_cells_clusters_them(tmp_path):
+    source = _random_mixture(10, 3, 2, seed=6)
+    mixture_dataset(source, 900, seed=2, mc_cells=200).write(tmp_path / "data")
+    fitted = mixture_from_data(tmp_path / "data", labels="no_such_column", n_types=3, rank=2)
+    assert fitted.provenance["types_from"].startswith("k-means into 3 clusters")
+    assert fitted.mixture.n_types == 3 and fitted.mixture.n_genes == 10
+    assert all(name.startswith("cluster_") for name in fitted.mixture.type_names)
+    with pytest.raises(Exception, match="genes"):
+        mixture_from_data(tmp_path / "data", n_genes=11)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "scalelib.cli.export_cmd",
     "scalelib.cli.baselines_cmd",
     "scalelib.cli.calibrate_cmd",
+    "scalelib.cli.probe_cmd",
 )
 
 

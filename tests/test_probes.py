@@ -1,0 +1,149 @@
+"""Downstream probes: planted labels, an end-to-end probe of a tiny sweep, the saturation point."""
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import f1_score
+
+from scalelib.cli import main
+from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
+from scalelib.data.preprocess import simulate_dataset
+from scalelib.data.store import load_dataset
+from scalelib.errors import ScalelibError
+from scalelib.probes import (
+    PROBES_FILE,
+    ProbeSettings,
+    classify,
+    labelled_cells,
+    pca_features,
+    read_probes,
+    run_probes,
+)
+from scalelib.results import read_results
+from scalelib.scaling.saturation import macro_f1_resampled, saturation_points, saturation_size
+from scalelib.sweep import plan_runs, run_sweep
+
+CONFIG = TRAIN_PRESETS["smoke"].with_(max_steps=12, eval_every=4)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return simulate_dataset(Regime("rich", n_genes=32, n_cells=1200), seed=3,
+                            holdout="donor", stratify=None)
+
+
+def _with_label(dataset, values):
+    return replace(dataset, obs=dataset.obs.with_columns(pl.Series("planted", values)))
+
+
+def _pca_probe(dataset, label="planted"):
+    settings = ProbeSettings(label=label)
+    cells = labelled_cells(dataset, settings)
+    fit, test = pca_features(dataset, dataset.n_cells("train"), cells, settings)
+    predicted = classify(fit, cells.fit_labels, test, settings)
+    return {name: f1_score(cells.test_labels, p, average="macro") for name, p in predicted.items()}
+
+
+def test_a_linearly_separable_label_is_found_by_the_pca_probe(dataset):
+    train = dataset.split_values("train")
+    centred = dataset.X - train.mean(axis=0)
+    direction = np.linalg.svd(train - train.mean(axis=0), full_matrices=False)[2][0]
+    score = centred @ direction
+    low, high = np.quantile(score, [0.45, 0.55])  # a margin: cells near the boundary unlabelled
+    labels = np.where(score > high, "high", np.where(score < low, "low", None))
+    scores = _pca_probe(_with_label(dataset, labels))
+    assert scores["logreg"] > 0.97  # the linear probe finds a linear boundary
+    assert scores["knn"] > 0.6  # a local vote over all 32 dimensions beats chance (0.5)
+
+
+def test_a_random_label_scores_near_chance(dataset):
+    labels = np.random.default_rng(0).choice(["a", "b", "c", "d"], size=dataset.X.shape[0])
+    scores = _pca_probe(_with_label(dataset, labels))
+    assert max(scores.values()) < 0.4  # chance macro F1 is about 0.25
+
+
+def test_bad_label_columns_are_refused_with_the_fix(dataset):
+    with pytest.raises(ScalelibError, match="no obs column 'tissue'.*--label.*cell_type"):
+        labelled_cells(dataset, ProbeSettings(label="tissue"))
+    single = _with_label(dataset, ["only"] * dataset.X.shape[0])
+    with pytest.raises(ScalelibError, match="only 'only'.*two or more classes.*--label"):
+        labelled_cells(single, ProbeSettings(label="planted"))
+
+
+def test_the_split_is_stated_as_cross_donor(dataset):
+    cells = labelled_cells(dataset, ProbeSettings())
+    assert "cross-donor" in cells.split
+    assert set(dataset.obs["split"].to_numpy()[cells.fit_rows]) == {"train"}
+    assert set(dataset.obs["split"].to_numpy()[cells.test_rows]) == {"test"}
+
+
+def test_probe_of_a_tiny_sweep_end_to_end(dataset, tmp_path):
+    runs = plan_runs(dataset, SMOKE_LADDER[:1], CONFIG, seeds=[0], train_sizes=[200, 600])
+    run_sweep(runs, tmp_path, progress=False, baselines=False)
+    results_hash = hashlib.sha256((tmp_path / "results.parquet").read_bytes()).hexdigest()
+    probed = []
+    table = run_probes(tmp_path, data=[dataset],
+                       on_target=lambda i, n, target: probed.append(target))
+    # 2 runs, PCA at each D, the expression once; two classifiers each
+    assert [t.model_family for t in probed] == ["transformer"] * 2 + ["pca"] * 2 + ["expression"]
+    assert table.height == 10 and table["macro_f1"].is_between(0, 1).all()
+    assert set(table.filter(pl.col("model_family") == "transformer")["run_id"]) == set(
+        read_results(tmp_path / "results.parquet")["run_id"])
+    assert (table["n_test_cells"] == dataset.n_cells("test")).all()
+    assert hashlib.sha256((tmp_path / "results.parquet").read_bytes()).hexdigest() == results_hash
+    run_probes(tmp_path, data=[dataset], on_target=lambda i, n, target: probed.append(target))
+    assert len(probed) == 5  # the second call probed nothing
+    saturation = saturation_points(read_probes(tmp_path / PROBES_FILE), n_bootstrap=20)
+    assert set(saturation["model_family"]) == {"transformer", "pca"}
+    assert saturation["saturation_d"].is_in([200, 600]).all()
+
+
+def test_probe_cli_writes_to_out_and_refuses_a_bad_label(dataset, tmp_path, capsys):
+    dataset.write(tmp_path / "data")
+    stored = load_dataset(tmp_path / "data")
+    run_sweep(plan_runs(stored, SMOKE_LADDER[:1], CONFIG), tmp_path / "sweep", progress=False,
+              baselines=False)
+    assert main(["probe", "--sweep", str(tmp_path / "sweep"), "--label", "tissue"]) == 2
+    assert "--label" in capsys.readouterr().err
+    assert not (tmp_path / "sweep" / PROBES_FILE).exists()
+    out = tmp_path / "probes"
+    assert main(["probe", "--sweep", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cross-donor" in printed and "no saturation point" in printed
+    assert (out / PROBES_FILE).exists() and not (tmp_path / "sweep" / PROBES_FILE).exists()
+
+
+def test_resampled_macro_f1_equals_sklearn_without_resampling():
+    rng = np.random.default_rng(1)
+    truth, predicted = rng.integers(0, 5, 300), rng.integers(0, 4, 300)
+    ours = macro_f1_resampled(truth, predicted, 5, np.ones((1, 300)))[0]
+    assert ours == pytest.approx(f1_score(truth, predicted, average="macro"))
+
+
+def test_saturation_point_of_a_planted_curve():
+    sizes = [100, 300, 1000, 3000, 10000]
+    scores = [1 - 0.5 * np.exp(-d / 1000) for d in sizes]  # 95% of the best first at D=3000
+    assert saturation_size(sizes, scores) == 3000
+    assert saturation_size(sizes, scores, fraction=0.6) == 300
+
+
+def test_saturation_interval_covers_a_planted_point():
+    rng = np.random.default_rng(0)
+    n, sizes = 2000, [100, 300, 1000, 3000, 10000]
+    truth = rng.choice(["a", "b", "c"], n)
+    rows = []
+    for d in sizes:
+        accuracy = 1 - 0.5 * np.exp(-d / 1000)
+        wrong = rng.random(n) > accuracy
+        predicted = np.where(wrong, rng.choice(["a", "b", "c"], n), truth)
+        rows.append({"model_family": "transformer", "size": "D1", "classifier": "logreg",
+                     "label": "cell_type", "dataset_fingerprint": "x", "n_train_cells": d,
+                     "macro_f1": f1_score(truth, predicted, average="macro"),
+                     "truth": truth.tolist(), "predicted": predicted.tolist()})
+    saturation = saturation_points(pl.DataFrame(rows), n_bootstrap=100).row(0, named=True)
+    assert saturation["saturation_d"] == 3000
+    assert saturation["saturation_low"] <= 3000 <= saturation["saturation_high"]
+    assert saturation["best_d"] == 10000 and saturation["n_sizes"] == 5

@@ -31,6 +31,7 @@ TITLES = {
     "train_flops": "Training FLOPs",
     "regime": "Regime",
     "size": "Model size",
+    "macro_f1": "Probe macro F1 (test cells)",
 }
 BAND_OPACITY = 0.2
 BASELINE_DASH = [6, 4]

@@ -33,6 +33,7 @@ from scalelib.chartspec import (
     size_order,
 )
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import TRANSFORMER
 from scalelib.scaling import (
     FitsFile,
     JointFit,
@@ -365,6 +366,113 @@ def _joint_frame(points: pl.DataFrame, fits: JointFit | Sequence[JointFit] | Non
             frames.append(pl.DataFrame({x: grid, y: fit.predict(float(params), grid),
                                         "size": size, "group": f"{label} {size}"}))
     return pl.concat(frames) if frames else pl.DataFrame()
+
+
+# --------------------------------------------------------------------------------------------
+# Downstream probes
+
+
+def probe_chart(probes: pl.DataFrame, saturation: pl.DataFrame | None = None, *,
+                x: str = "n_train_cells", classifier: str = "logreg",
+                title: str | None = None, width: int = 480, height: int = 320) -> alt.LayerChart:
+    """Probe macro F1 against training-set size D (one line per model size) or against
+    parameters P (one line per D), with the PCA and expression probes as dashed references.
+
+    Parameters
+    ----------
+    probes
+        Probes table (:mod:`scalelib.probes`) of one label.
+    saturation
+        Saturation points (:func:`scalelib.scaling.saturation.saturation_points`); with
+        ``x="n_train_cells"`` each size's point is a diamond with its interval as a bar.
+    x
+        ``n_train_cells`` (D) or ``params`` (P), on a log axis.
+    classifier
+        ``logreg`` or ``knn``.
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+
+    Returns
+    -------
+    altair.LayerChart
+        Layers: runs, seed means, baseline references and (against D) saturation points.
+    """
+    _require(probes, ["model_family", "classifier", "macro_f1", "n_train_cells", "size"],
+             "probe_chart")
+    rows = probes.filter(pl.col("classifier") == classifier)
+    runs = rows.filter(pl.col("model_family") == TRANSFORMER)
+    series = "size" if x == "n_train_cells" else "D"
+    runs = runs.with_columns(pl.format("D={}", pl.col("n_train_cells")).alias("D"))
+    order = (_size_order(runs) if series == "size" else
+             [f"D={d}" for d in sorted(runs["n_train_cells"].unique().to_list())])
+    color = alt.Color(f"{series}:N", sort=order, title=axis_title(series))
+    x_axis = _log_count_x(x, x)
+    y_axis = alt.Y("macro_f1:Q", title=axis_title("macro_f1"), scale=alt.Scale(zero=False))
+    means = runs.group_by(series, x).agg(pl.col("macro_f1").mean()).sort(series, x)
+    layers = [
+        alt.Chart(runs.select("size", "seed", "D", x, "macro_f1").to_pandas()).mark_circle(
+            size=50, opacity=0.7).encode(x_axis, y_axis, color,
+                                         tooltip=["size", "seed", "D", x, "macro_f1"]),
+        alt.Chart(means.to_pandas()).mark_line().encode(x_axis, y_axis, color),
+        *_probe_references(rows, x, x_axis, y_axis, width),
+    ]
+    if saturation is not None and x == "n_train_cells" and saturation.height:
+        layers += _saturation_layers(saturation, classifier, x, color)
+    heading = title or f"{axis_title('macro_f1')} against {axis_title(x).lower()} ({classifier})"
+    subtitle = [("dashed: the same probe on PCA of the expression (fitted on D cells) and on "
+                 "the expression itself")]
+    if saturation is not None and x == "n_train_cells":
+        subtitle.append("diamonds: saturation point per size (95% of its best), bars: 95% "
+                        "interval over test cells")
+    return alt.layer(*layers).properties(title=alt.Title(heading, subtitle=subtitle),
+                                         width=width, height=height)
+
+
+def _probe_references(rows: pl.DataFrame, x: str, x_axis: alt.X, y_axis: alt.Y,
+                      width: int) -> list[alt.Chart]:
+    """PCA (a dashed line against D, a rule at the largest D against P) and expression rules."""
+    pca = rows.filter(pl.col("model_family") == "pca").group_by("n_train_cells").agg(
+        pl.col("macro_f1").mean()).sort("n_train_cells")
+    rules = rows.filter(pl.col("model_family") == "expression").select(
+        pl.lit("expression").alias("family"), "macro_f1")
+    layers = []
+    if pca.height and x == "n_train_cells":
+        layers.append(alt.Chart(pca.to_pandas()).mark_line(
+            color="gray", strokeDash=BASELINE_DASH, point=True).encode(
+            x_axis, y_axis, tooltip=["n_train_cells", "macro_f1"]))
+        rules = pl.concat([rules, pca.tail(1).select(pl.lit("PCA").alias("family"), "macro_f1")])
+    elif pca.height:
+        rules = pl.concat([rules, pca.tail(1).select(
+            pl.format("PCA (D={})", "n_train_cells").alias("family"), "macro_f1")])
+    if rules.height:
+        frame = rules.to_pandas()
+        layers.append(alt.Chart(frame).mark_rule(color="gray", strokeDash=BASELINE_DASH)
+                      .encode(y_axis, tooltip=["family", "macro_f1"]))
+        layers.append(alt.Chart(frame).mark_text(align="right", baseline="bottom", dy=-2,
+                                                 fontSize=10, color="gray")
+                      .encode(y_axis, alt.XValue(width), text="family:N"))
+    return layers
+
+
+def _log_count_x(field: str, column: str) -> alt.X:
+    """A log x axis of counts showing ``field`` under the title of ``column``."""
+    return alt.X(field=field, type="quantitative", title=axis_title(column, log=True),
+                 scale=alt.Scale(**log_scale(padding=EDGE_PADDING)), axis=alt.Axis(**count_axis()))
+
+
+def _saturation_layers(saturation: pl.DataFrame, classifier: str, x: str,
+                       color: alt.Color) -> list[alt.Chart]:
+    """A diamond per size at its saturation point and a bar over its interval."""
+    points = saturation.filter((pl.col("classifier") == classifier)
+                               & (pl.col("model_family") == TRANSFORMER)).to_pandas()
+    y_axis = alt.Y("saturation_f1:Q")
+    tooltip = ["size", "saturation_d", "saturation_low", "saturation_high", "best_d"]
+    return [
+        alt.Chart(points).mark_point(shape="diamond", size=140, filled=True).encode(
+            _log_count_x("saturation_d", x), y_axis, color, tooltip=tooltip),
+        alt.Chart(points).mark_rule(strokeWidth=2, opacity=0.6).encode(
+            _log_count_x("saturation_low", x), alt.X2("saturation_high"), y_axis, color),
+    ]
 
 
 # --------------------------------------------------------------------------------------------

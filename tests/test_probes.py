@@ -13,6 +13,7 @@ from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
 from scalelib.data.preprocess import simulate_dataset
 from scalelib.data.store import load_dataset
 from scalelib.errors import ScalelibError
+from scalelib.plots import probe_chart
 from scalelib.probes import (
     PROBES_FILE,
     ProbeSettings,
@@ -147,3 +148,36 @@ def test_saturation_interval_covers_a_planted_point():
     assert saturation["saturation_d"] == 3000
     assert saturation["saturation_low"] <= 3000 <= saturation["saturation_high"]
     assert saturation["best_d"] == 10000 and saturation["n_sizes"] == 5
+
+
+def _planted_probes() -> pl.DataFrame:
+    rng = np.random.default_rng(2)
+    truth = rng.choice(["a", "b"], 200)
+    rows = []
+    for family, size, params in (("transformer", "D1", 1000), ("transformer", "D2", 4000),
+                                 ("pca", None, None), ("expression", None, None)):
+        for d in ([None] if family == "expression" else [100, 1000, 10000]):
+            accuracy = 0.9 if d is None else 1 - 0.4 * np.exp(-d / 1000)
+            predicted = np.where(rng.random(200) < accuracy, truth, rng.choice(["a", "b"], 200))
+            for classifier in ("logreg", "knn"):
+                rows.append({"model_family": family, "size": size, "params": params, "seed": 0,
+                             "classifier": classifier, "label": "cell_type",
+                             "dataset_fingerprint": "x", "n_train_cells": d,
+                             "macro_f1": f1_score(truth, predicted, average="macro"),
+                             "truth": truth.tolist(), "predicted": predicted.tolist()})
+    return pl.DataFrame(rows)
+
+
+def test_probe_charts_against_d_and_p_draw_baselines_and_saturation():
+    probes = _planted_probes()
+    saturation = saturation_points(probes, n_bootstrap=20)
+    against_d = probe_chart(probes, saturation).to_dict()
+    marks = [layer["mark"]["type"] for layer in against_d["layer"]]
+    assert marks == ["circle", "line", "line", "rule", "text", "point", "rule"]
+    references = against_d["layer"][4]
+    labels = {row["family"] for row in against_d["datasets"][references["data"]["name"]]}
+    assert labels == {"PCA", "expression"}
+    against_p = probe_chart(probes, saturation, x="params", classifier="knn").to_dict()
+    assert [layer["mark"]["type"] for layer in against_p["layer"]] == [
+        "circle", "line", "rule", "text"]
+    assert "knn" in against_p["title"]["text"]

@@ -401,6 +401,45 @@ def _(ScalelibError, data_size_rows, fit_joint_table, mo, plots, results):
 
 
 @app.cell
+def _(mo):
+    probe_label = mo.ui.text(value="cell_type", label="Label column")
+    probe_button = mo.ui.run_button(label="Probe checkpoints")
+    return probe_button, probe_label
+
+
+@app.cell
+def _(Path, ScalelibError, mo, out_dir, plots, probe_button, probe_label):
+    from scalelib.probes import PROBES_FILE, ProbeSettings, read_probes, run_probes
+    from scalelib.scaling.saturation import saturation_points
+
+    _controls = mo.hstack([probe_label, probe_button], justify="start")
+    _note = ""
+    if probe_button.value:  # probing embeds cells with every checkpoint: only when asked
+        with mo.status.spinner(title="Probing checkpoints") as _spinner:
+            try:
+                run_probes(out_dir.value, settings=ProbeSettings(label=probe_label.value),
+                           on_target=lambda i, n, target: _spinner.update(
+                               subtitle=f"{i + 1}/{n}: {target.label_text}"))
+            except ScalelibError as _error:
+                _note = f"**Probing failed:** {_error}"
+    _table = read_probes(Path(out_dir.value) / PROBES_FILE)
+    _probes = _table.filter(_table["label"] == probe_label.value)
+    _intro = mo.md("## Downstream probes\nLogistic-regression and kNN probes of a label on each "
+                   "run's mean-pooled cell embedding, fitted on the training cells and scored "
+                   "by macro F1 on the test cells; dashed lines: the same probes on PCA of the "
+                   "expression and on the expression itself. " + _note)
+    mo.stop(_probes.height == 0, mo.vstack([_intro, _controls, mo.md(
+        f"No probes of `{probe_label.value}` in `{out_dir.value}` yet: press **Probe checkpoints** "
+        f"(or `scalelib probe --sweep {out_dir.value} --label {probe_label.value}`).")]))
+    _saturation = saturation_points(_probes)
+    mo.vstack([_intro, _controls, mo.md(f"Split: {'; '.join(_probes['split'].unique())}."),
+               mo.ui.tabs(plots.probe_charts(_probes, _saturation)),
+               mo.md("Saturation point per size (95% of its best F1):"),
+               mo.ui.table(_saturation.drop("dataset_fingerprint"), selection=None)])
+    return
+
+
+@app.cell
 def _(mo, plots, results):
     mo.vstack([mo.md("## Test against validation"), plots.test_vs_val_chart(results)])
     return

@@ -428,6 +428,35 @@ def probe_chart(probes: pl.DataFrame, saturation: pl.DataFrame | None = None, *,
                                          width=width, height=height)
 
 
+def probe_charts(probes: pl.DataFrame, saturation: pl.DataFrame | None = None,
+                 **options) -> dict[str, alt.LayerChart]:
+    """Every probe chart of a probes table by name: per regime and classifier, against D
+    (when the regime's runs span several D) and against P (see :func:`probe_chart`).
+
+    Parameters
+    ----------
+    probes
+        Probes table of one label.
+    saturation
+        Saturation points (drawn on the charts against D).
+    **options
+        Passed to :func:`probe_chart` (``width``, ``height``).
+    """
+    charts = {}
+    for regime in probes["regime"].unique(maintain_order=True).to_list():
+        own = probes.filter(pl.col("regime") == regime)
+        points = None if saturation is None else saturation.filter(pl.col("regime") == regime)
+        for classifier in own["classifier"].unique(maintain_order=True).to_list():
+            if own["n_train_cells"].drop_nulls().n_unique() > 1:
+                charts[f"{regime} {classifier} against D"] = probe_chart(
+                    own, points, classifier=classifier, **options,
+                    title=f"{regime}: probe F1 against training cells ({classifier})")
+            charts[f"{regime} {classifier} against P"] = probe_chart(
+                own, x="params", classifier=classifier, **options,
+                title=f"{regime}: probe F1 against parameters ({classifier})")
+    return charts
+
+
 def _probe_references(rows: pl.DataFrame, x: str, x_axis: alt.X, y_axis: alt.Y,
                       width: int) -> list[alt.Chart]:
     """PCA (a dashed line against D, a rule at the largest D against P) and expression rules."""

@@ -38,12 +38,14 @@ REF = re.compile(r"@((?:fig|tbl|sec)-[A-Za-z0-9_-]+)")
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
-    """Smoke demo (both regimes, three sizes) plus T0 and T1 of the rich regime at D = 200, 600."""
+    """Smoke demo (both regimes, three sizes) plus T0 and T1 of the rich regime at D = 200, 600,
+    all probed (cell_type)."""
     import torch
 
     from scalelib.config import TRAIN_PRESETS, get_ladder
     from scalelib.data.store import load_dataset
     from scalelib.demo import run_demo
+    from scalelib.probes import run_probes
     from scalelib.sweep import plan_runs, run_sweep
 
     out = tmp_path_factory.mktemp("results")
@@ -55,6 +57,7 @@ def results_dir(tmp_path_factory) -> Path:
         runs = plan_runs(dataset, get_ladder("smoke")[:2], TRAIN_PRESETS["smoke"],
                          train_sizes=[200, 600])
         run_sweep(runs, out, progress=False)
+        run_probes(out)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -258,6 +261,19 @@ def test_data_size_section_has_its_figure_and_table(executed):
     assert "\n:::\n" in closing and closing.rstrip().endswith("{#tbl-data-size}")
     table = report.joint_table(namespace["rep"])
     assert table.frame["Regime"].to_list() == ["rich"] and table.markdown() in closing
+
+
+def test_probe_section_has_its_figure_and_saturation_table(executed, prepared):
+    cells, _, namespace = executed
+    probes = prepared.numbers["probes"]
+    assert probes["label"] == "cell_type" and "random split" in probes["splits"][0]
+    parts = next(c["displayed"] for c in cells if any(
+        isinstance(p, report.Figure) and p.label == "fig-probes" for p in c["displayed"]))
+    assert parts[1].png.is_file() and (prepared.out_dir / "probes.parquet").is_file()
+    saturated = {(e["model_family"], e["size"]) for e in probes["saturation"]}
+    assert saturated >= {("transformer", "T0"), ("transformer", "T1"), ("pca", None)}
+    assert "{#tbl-saturation}" in parts[-1]
+    assert report.saturation_table(namespace["rep"]).markdown() in parts[-1]
 
 
 def test_every_inline_expression_evaluates(executed):

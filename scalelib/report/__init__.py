@@ -20,6 +20,7 @@ from scalelib.report.figures import (
     Figure,
     data_size_figure,
     html_head,
+    probe_figure,
     scaling_figure,
     test_val_figure,
 )
@@ -53,6 +54,7 @@ from scalelib.report.tables import (
     joint_table,
     ladder_table,
     published_table,
+    saturation_table,
     training_table,
 )
 from scalelib.scaling import data_size_rows, scaling_rows
@@ -63,7 +65,8 @@ __all__ = [
     "compute_numbers", "data_size_figure", "data_size_rows", "datasets_table", "entropy_table",
     "escape", "finite", "fits_table", "fmt", "fmt_ci", "html_head", "install_message",
     "join_words", "joint_table", "ladder_table", "load_report", "percent", "prepare_report",
-    "provenance_details", "published_table", "published_value", "quarto_executable",
-    "quoted_value", "quotes", "render_report", "resolve_data_dir", "scaling_figure",
+    "probe_figure", "provenance_details", "published_table", "published_value",
+    "quarto_executable", "quoted_value", "quotes", "render_report", "resolve_data_dir",
+    "saturation_table", "scaling_figure",
     "scaling_rows", "span", "status_word", "test_val_figure", "training_table", "with_ci",
 ]

@@ -84,6 +84,15 @@ class ReportData:
         return data_size_rows(self.results)
 
     @property
+    def probes(self) -> pl.DataFrame:
+        """The downstream probes of the numbers' label (empty when none were prepared)."""
+        from scalelib.report.probes import probes_of
+
+        entry = self.numbers.get("probes")
+        table = probes_of(self.data_dir)
+        return table.filter(pl.col("label") == entry["label"]) if entry else table.clear()
+
+    @property
     def figures_dir(self) -> Path:
         """Where figures are saved as PNG and SVG."""
         return self.data_dir / "figures"

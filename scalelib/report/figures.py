@@ -22,7 +22,13 @@ import altair as alt
 import polars as pl
 
 from scalelib.errors import ScalelibError
-from scalelib.plots import data_size_chart, save_chart, scaling_chart, test_vs_val_chart
+from scalelib.plots import (
+    data_size_chart,
+    probe_charts,
+    save_chart,
+    scaling_chart,
+    test_vs_val_chart,
+)
 from scalelib.report.data import ReportData
 from scalelib.report.formatting import Markdown
 from scalelib.scaling import baseline_rows
@@ -195,3 +201,31 @@ def data_size_figure(rep: ReportData) -> Figure | None:
                                       width=PANEL_WIDTH + 60, height=PANEL_HEIGHT))
     chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels)
     return make_figure(chart, "fig-data-size", rep.figures_dir)
+
+
+def probe_figure(rep: ReportData, classifier: str = "logreg") -> Figure | None:
+    """Probe macro F1 against training cells D per size, with saturation points, and against
+    parameters P, with the PCA and expression probes as references (``fig-probes``); None
+    without probes.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    classifier
+        ``logreg`` or ``knn``.
+    """
+    entry = rep.numbers.get("probes")
+    if not entry:
+        return None
+    from scalelib.scaling.saturation import saturation_points
+
+    probes = rep.probes
+    saturation = saturation_points(probes, n_bootstrap=entry["n_bootstrap"])
+    charts = probe_charts(probes, saturation, width=PANEL_WIDTH, height=PANEL_HEIGHT)
+    rows = []
+    for regime in probes["regime"].unique(maintain_order=True).to_list():
+        rows.append(alt.hconcat(*[chart for name, chart in charts.items()
+                                  if name.startswith(f"{regime} {classifier} ")]))
+    chart = rows[0] if len(rows) == 1 else alt.vconcat(*rows)
+    return make_figure(chart, "fig-probes", rep.figures_dir)

@@ -7,7 +7,10 @@ the Quarto report reads (default ``report/_data``)::
     fits.json                power-law fits per regime and method (with bootstrap samples) and
                              joint L(N, D) fits of data-size sweeps (scalelib.scaling layout)
     manifests/<fp>.json      the manifest of each dataset, by fingerprint (hvg_candidates left out)
-    numbers.json             every number the report quotes (:mod:`scalelib.report.numbers`)
+    numbers.json             every number the report quotes (:mod:`scalelib.report.numbers`;
+                             its ``probes`` entry from :mod:`scalelib.report.probes`)
+    probes.parquet           the downstream probes of ``scalelib probe``, copied, when the
+                             results directory has them
     figures/                 PNG and SVG of each figure, written while the report executes
 
 Fits come from the directory's ``fits.json`` when it fits the runs the report draws (same
@@ -30,7 +33,9 @@ import polars as pl
 
 from scalelib.atomic import atomic_path
 from scalelib.errors import ScalelibError
+from scalelib.probes import PROBES_FILE
 from scalelib.report.numbers import compute_numbers, regime_order
+from scalelib.report.probes import probe_numbers, probes_of
 from scalelib.results import read_results, write_results
 from scalelib.scaling import (
     METHODS,
@@ -50,7 +55,8 @@ MANIFEST_PREFIX = "dataset-"
 # What a prepared folder holds that scalelib wrote (replaced on the next prepare); anything
 # else there is the user's and stays.
 OWN_OUTPUTS = ("results.parquet", "fits.json", "numbers.json", "manifests/dataset-*.json",
-               "manifests/" + "[0-9a-f]" * 16 + ".json", "figures/fig-*.png", "figures/fig-*.svg")
+               "manifests/" + "[0-9a-f]" * 16 + ".json", "figures/fig-*.png", "figures/fig-*.svg",
+               PROBES_FILE)
 DROPPED_MANIFEST_KEYS = ("hvg_candidates",)
 
 
@@ -250,6 +256,8 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
     manifests = find_manifests(results, results_dir)
     numbers = compute_numbers(results, fits, joint, manifests, results_dir=results_dir.resolve(),
                               fits_source=fits_source, digest=_sha256(source))
+    probes = probes_of(results_dir)
+    numbers["probes"] = json_ready(probe_numbers(probes))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_earlier_outputs(out_dir)
@@ -260,5 +268,9 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
     for index, (fingerprint, manifest) in enumerate(manifests.items()):  # no path from data
         files[f"manifest {fingerprint}"] = _write_json(
             manifest, out_dir / "manifests" / f"{MANIFEST_PREFIX}{index}.json")
+    if probes.height:
+        with atomic_path(out_dir / PROBES_FILE) as temporary:
+            probes.write_parquet(temporary)
+        files["probes"] = out_dir / PROBES_FILE
     files["numbers"] = _write_json(numbers, out_dir / "numbers.json")
     return PreparedReport(out_dir, files, numbers)

@@ -177,3 +177,18 @@ def joint_table(rep: ReportData) -> Table:
             "Status": status_word(fit["status"]),
         })
     return Table("tbl-data-size", pl.DataFrame(rows))
+
+
+def saturation_table(rep: ReportData) -> Table:
+    """Saturation point per model size and classifier: the smallest D whose probe score is
+    within the fraction of the size's best, with its interval (``tbl-saturation``)."""
+    rows = []
+    for entry in rep.numbers["probes"]["saturation"]:
+        rows.append({
+            "Regime": entry["regime"], "Family": entry["model_family"], "Size": entry["size"] or "",
+            "Probe": entry["classifier"], "D values": fmt(entry["n_sizes"]),
+            "Best F1": fmt(entry["best_f1"]), "at D": fmt(entry["best_d"]),
+            "Saturation D": fmt(entry["saturation_d"]),
+            "95% interval": f"{fmt(entry['saturation_low'])} to {fmt(entry['saturation_high'])}",
+        })
+    return Table("tbl-saturation", pl.DataFrame(rows))

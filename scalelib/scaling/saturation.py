@@ -20,7 +20,8 @@ from scalelib.errors import ScalelibError
 
 SATURATION_FRACTION = 0.95
 # Columns that tell one curve of probe score against D from another.
-CURVE_KEYS = ("dataset_fingerprint", "label", "classifier", "subsample", "model_family", "size")
+CURVE_KEYS = ("dataset_fingerprint", "regime", "label", "classifier", "subsample", "model_family",
+              "size")
 SATURATION_SCHEMA = {
     **{name: pl.Utf8 for name in CURVE_KEYS},
     "n_sizes": pl.Int64, "best_d": pl.Int64, "best_f1": pl.Float64, "saturation_d": pl.Int64,

@@ -244,8 +244,10 @@ class ProbeTarget:
     @property
     def label_text(self) -> str:
         """A short description for progress output."""
-        if self.model_family != "transformer":
-            return f"{self.model_family} D={self.columns['n_train_cells']}"
+        if self.model_family == EXPRESSION:
+            return f"{EXPRESSION} (all {self.columns['regime']} genes)"
+        if self.model_family == PCA:
+            return f"{PCA} D={self.columns['n_train_cells']}"
         return f"{self.columns['size']} seed {self.columns['seed']} D={self.columns['n_train_cells']}"
 
 
@@ -315,10 +317,11 @@ def open_datasets(targets: Sequence[ProbeTarget],
             found[key] = given[key]
             continue
         path = Path(str(target.columns["dataset"]))
-        if not path.is_dir() or load_dataset(path).fingerprint != key:
+        dataset = load_dataset(path) if path.is_dir() else None
+        if dataset is None or dataset.fingerprint != key:
             raise ScalelibError(f"the dataset of run {target.run_id} (fingerprint {key}) is not "
                                 f"at {path}; pass its directory with --data")
-        found[key] = load_dataset(path)
+        found[key] = dataset
     return found
 
 

@@ -467,7 +467,8 @@ def _probe_references(rows: pl.DataFrame, x: str, x_axis: alt.X, y_axis: alt.Y,
     layers = []
     if pca.height and x == "n_train_cells":
         layers.append(alt.Chart(pca.to_pandas()).mark_line(
-            color="gray", strokeDash=BASELINE_DASH, point=True).encode(
+            color="gray", strokeDash=BASELINE_DASH,
+            point=alt.OverlayMarkDef(color="gray")).encode(
             x_axis, y_axis, tooltip=["n_train_cells", "macro_f1"]))
         rules = pl.concat([rules, pca.tail(1).select(pl.lit("PCA").alias("family"), "macro_f1")])
     elif pca.height:

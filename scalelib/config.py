@@ -177,6 +177,7 @@ def get_regime(name: str, preset: str = "paper") -> Regime:
 
 
 DEFAULT_MAX_STEPS = 1000
+OBJECTIVES = ("mse", "gaussian", "nb")  # training objectives, see scalelib.objectives
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,11 @@ class TrainConfig:
     eval_mask_seed
         Seed of the fixed validation and test masks; shared by every run so that all runs
         are scored on the same masked positions.
+    objective
+        ``"mse"`` (squared error of the normalised value), ``"gaussian"`` (heteroscedastic
+        Gaussian NLL of the normalised value) or ``"nb"`` (negative-binomial NLL of the raw
+        count; needs a dataset that keeps counts); see :mod:`scalelib.objectives`. Likelihood
+        objectives choose the best checkpoint, stop early and converge on validation bits.
     """
 
     max_steps: int | None = None
@@ -268,6 +274,7 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 256
     eval_mask_seed: int = 20260215
+    objective: str = "mse"
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_cells is not None:
@@ -285,6 +292,9 @@ class TrainConfig:
             raise ScalelibError(f"unknown dtype {self.dtype!r}; choose auto, fp32 or bf16")
         if self.batch_size < 1 or self.eval_every < 1 or self.eval_batch_size < 1:
             raise ScalelibError("batch_size, eval_every and eval_batch_size must be positive")
+        if self.objective not in OBJECTIVES:
+            raise ScalelibError(f"unknown objective {self.objective!r}; choose "
+                                f"{', '.join(OBJECTIVES)} (--objective)")
         if self.budget_mode not in ("fixed", "converge"):
             raise ScalelibError(f"unknown budget mode {self.budget_mode!r}; choose fixed or "
                                 "converge")

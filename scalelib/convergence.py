@@ -7,7 +7,7 @@ last quarter of its evaluations (at least ``min_window`` of them)::
     window   = max(min_window, ceil(n / 4))
     before   = min(val[: n - window])          # best score before the window
     best     = min(val)                        # best score so far
-    improved = (before - best) / before        # relative improvement within the window
+    improved = (before - best) / |before|      # relative improvement within the window
     converged = n >= min_evaluations and improved < tol
 
 Being relative to the run's own length, the rule asks the same of a short and a long run:
@@ -76,5 +76,5 @@ def plateaued(val_scores: Sequence[float], *, tol: float = CONVERGENCE_TOL,
         return Plateau(False, math.nan, window)
     before = min(scores[: n - window])
     best = min(scores)
-    improvement = (before - best) / before if before > 0 else 0.0
+    improvement = (before - best) / abs(before) if before != 0 else 0.0  # bits can be negative
     return Plateau(improvement < tol, improvement, window)

@@ -6,7 +6,8 @@ value; at a masked position the value is zeroed and the projection is replaced b
 mask vector. There is no positional encoding, so the model is permutation-invariant over genes.
 Pre-LayerNorm encoder blocks (fused QKV and output projection with biases, GELU feed-forward of
 width ``ff_mult * d`` with biases, dropout) are followed directly, with no final LayerNorm, by a
-linear head ``d -> 1`` that predicts one value per gene. A block computes what
+linear head ``d -> 1`` that predicts one value per gene (``d -> k`` for an objective that
+predicts ``k`` distribution parameters per gene, see :mod:`scalelib.objectives`). A block computes what
 ``torch.nn.TransformerEncoderLayer(d, heads, ff_mult * d, dropout, "gelu", batch_first=True,
 norm_first=True)`` computes, dropout included (on attention weights, on the feed-forward hidden
 layer and on both residual branches; the tests check the equivalence), with attention through
@@ -83,13 +84,16 @@ class MaskedExpressionTransformer(nn.Module):
     attention_dropout
         Dropout on attention weights (None: same as ``dropout``). On a CPU it costs extra
         (see :mod:`scalelib.cpu_dropout`): without it, attention uses PyTorch's fused kernel.
+    head_outputs
+        Outputs per gene: 1 (a value) or more (the parameters of a predicted distribution).
     """
 
     def __init__(self, size: ModelSize, n_genes: int, dropout: float = 0.1,
-                 attention_dropout: float | None = None) -> None:
+                 attention_dropout: float | None = None, head_outputs: int = 1) -> None:
         super().__init__()
         self.size = size
         self.n_genes = n_genes
+        self.head_outputs = head_outputs
         d = size.d_model
         self.gene_embedding = nn.Embedding(n_genes, d)
         self.value_projection = nn.Linear(1, d)
@@ -99,7 +103,7 @@ class MaskedExpressionTransformer(nn.Module):
                          dropout if attention_dropout is None else attention_dropout)
             for _ in range(size.n_layers)
         )
-        self.head = nn.Linear(d, 1)
+        self.head = nn.Linear(d, head_outputs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -134,7 +138,8 @@ class MaskedExpressionTransformer(nn.Module):
         return x
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Predict one value per gene, shape ``(batch, n_genes)``; score it on masked genes.
+        """Predict one value per gene, shape ``(batch, n_genes)``, or with ``head_outputs > 1``
+        that many per gene, shape ``(batch, n_genes, head_outputs)``; score on masked genes.
 
         Parameters
         ----------
@@ -143,7 +148,8 @@ class MaskedExpressionTransformer(nn.Module):
         mask
             Boolean, True where a gene is masked, same shape as ``values``.
         """
-        return self.head(self.encode(values, mask)).squeeze(-1)
+        outputs = self.head(self.encode(values, mask))
+        return outputs.squeeze(-1) if self.head_outputs == 1 else outputs
 
     def cell_embedding(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean-pooled final hidden state per cell, shape ``(batch, d_model)``.
@@ -168,12 +174,13 @@ class MaskedExpressionTransformer(nn.Module):
         return training_flops_per_cell(self.size, self.n_genes)
 
 
-def count_parameters(size: ModelSize, n_genes: int) -> int:
+def count_parameters(size: ModelSize, n_genes: int, head_outputs: int = 1) -> int:
     """Parameter count of :class:`MaskedExpressionTransformer` without building it.
 
     ``V d`` (gene embedding) + ``2 d`` (value projection) + ``d`` (mask vector)
     + per block ``4 d`` (two LayerNorms) + ``3 d^2 + 3 d`` (QKV) + ``d^2 + d`` (output)
-    + ``2 f d^2 + f d + d`` (feed-forward, ``f = ff_mult``) + ``d + 1`` (head).
+    + ``2 f d^2 + f d + d`` (feed-forward, ``f = ff_mult``) + ``k (d + 1)`` (head with ``k``
+    outputs per gene).
 
     Parameters
     ----------
@@ -181,6 +188,8 @@ def count_parameters(size: ModelSize, n_genes: int) -> int:
         Width ``d``, depth, heads and feed-forward multiple ``f``.
     n_genes
         Vocabulary size ``V``.
+    head_outputs
+        Outputs per gene ``k`` (1 for the MSE objective).
 
     Returns
     -------
@@ -190,7 +199,7 @@ def count_parameters(size: ModelSize, n_genes: int) -> int:
     """
     d, f = size.d_model, size.ff_mult
     per_block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (2 * f * d * d + f * d + d)
-    return n_genes * d + 2 * d + d + size.n_layers * per_block + d + 1
+    return n_genes * d + 2 * d + d + size.n_layers * per_block + head_outputs * (d + 1)
 
 
 def training_flops_per_cell(size: ModelSize, n_genes: int) -> float:

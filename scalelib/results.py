@@ -74,13 +74,19 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "model_family": (pl.Utf8, "transformer, or a baseline: mean, pca, ridge or knn"),
     "setting": (pl.Utf8, "a baseline's setting chosen on its inner split (k=16, lambda=0.1)"),
     "world_size": (pl.Int64, "processes that trained the run data-parallel (torchrun), 1 alone"),
+    "objective": (pl.Utf8, ("training objective: mse, gaussian or nb (scalelib.objectives); "
+                  "baselines mse")),
+    "best_val_bits": (pl.Float64, ("validation NLL per masked gene in bits at the best checkpoint "
+                      "(likelihood objectives; null for mse)")),
+    "test_bits": (pl.Float64, "test NLL per masked gene in bits (likelihood objectives)"),
 }
 
 RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
 # Columns added after tables were first written, with the value an older table implies.
 LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
                                     "val_improvement": None, "model_family": TRANSFORMER,
-                                    "setting": None, "world_size": 1}
+                                    "setting": None, "world_size": 1, "objective": "mse",
+                                    "best_val_bits": None, "test_bits": None}
 CHECKSUM_COLUMN = "row_sha256"
 
 

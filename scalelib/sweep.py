@@ -51,6 +51,7 @@ from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.locks import file_lock
 from scalelib.model import count_parameters, training_flops_per_cell
+from scalelib.objectives import HEAD_OUTPUTS
 from scalelib.provenance import code_version
 from scalelib.results import (
     LATER_COLUMNS,
@@ -102,6 +103,8 @@ class RunSpec:
         :meth:`on_this_machine`), so the ID of a trained run names the precision its row records.
         """
         config = {k: v for k, v in self.config.to_dict().items() if k not in _NOT_IN_RUN_ID}
+        if config["objective"] == "mse":
+            del config["objective"]  # IDs of MSE runs stay those of runs from before objectives
         key = {
             "dataset": self.dataset.fingerprint,
             "size": self.size.to_dict(),
@@ -124,9 +127,10 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """A short human label: regime, size, seed and data size."""
+        """A short human label: regime, size, seed, data size and a likelihood objective."""
         data = f" D={self.n_train}" if self.n_train else ""
-        return f"{self.dataset.regime} {self.size.name} seed {self.seed}{data}"
+        objective = "" if self.config.objective == "mse" else f" {self.config.objective}"
+        return f"{self.dataset.regime} {self.size.name} seed {self.seed}{data}{objective}"
 
 
 def plan_runs(
@@ -154,6 +158,8 @@ def plan_runs(
     """
     if not sizes:
         raise ScalelibError("no model sizes to run; pass at least one size")
+    if config.objective == "nb":
+        dataset.require_counts()  # refused before any baseline or run is computed
     available = dataset.n_cells("train")
     data_sizes: list[int | None] = list(train_sizes) if train_sizes else [None]
     too_big = [n for n in data_sizes if n is not None and n > available]
@@ -445,11 +451,12 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
     metrics = result.metrics() if result is not None else dict.fromkeys(TrainResult.__annotations__)
     metrics.pop("curve", None)
     row.update(metrics)
+    row["objective"] = config.objective
     row["train_flops"] = (
         result.cells_seen * result.flops_per_cell if result is not None else None
     )
     if result is None:
-        row.update(params=count_parameters(size, dataset.n_genes),
+        row.update(params=count_parameters(size, dataset.n_genes, HEAD_OUTPUTS[config.objective]),
                    flops_per_cell=training_flops_per_cell(size, dataset.n_genes),
                    budget_steps=config.total_steps, world_size=current().world_size)
     return row
@@ -599,7 +606,8 @@ def baseline_row(spec: BaselineSpec, result: BaselineResult | None, status: str 
     row = dict.fromkeys(RESULT_COLUMNS)
     row.update(_dataset_columns(spec.dataset, spec.n_train))
     row.update(run_id=spec.run_id, model_family=spec.family, seed=spec.seed,
-               mask_rate=spec.mask_rate, device="cpu", dtype="fp64", world_size=1,
+               mask_rate=spec.mask_rate, objective="mse", device="cpu", dtype="fp64",
+               world_size=1,
                code_version=code_version(),
                finished_at=_now(), status=status)
     if result is not None:

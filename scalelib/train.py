@@ -2,13 +2,17 @@
 
 :func:`train` reads top to bottom (set-up, loop, finish), with the pieces it uses defined above
 it: draw a batch of training cells, mask 15% of their genes afresh, predict the masked values,
-take an AdamW step on the MSE over masked positions, and every ``eval_every`` steps score the
-validation set on its fixed mask, keeping the best weights. At the end the best weights are
-scored on the test set and saved. Device and precision come from :mod:`scalelib.hardware`.
+take an AdamW step on the objective over masked positions (the MSE, or a likelihood of
+:mod:`scalelib.objectives`), and every ``eval_every`` steps score the validation set on its
+fixed mask, keeping the best weights. At the end the best weights are scored on the test set
+and saved, with the validation error of each gene (``pergene.parquet``). Device and precision
+come from :mod:`scalelib.hardware`.
 
-Validation and test scores are exact: the squared errors of every masked position of the split
-are summed and divided by the number of masked positions (not a mean of batch means), under a
-mask drawn once from ``eval_mask_seed`` and shared by every run.
+Validation and test scores are exact: the squared errors (and for likelihood objectives the
+NLLs) of every masked position of the split are summed per gene and divided by the number of
+masked positions (not a mean of batch means), under a mask drawn once from ``eval_mask_seed``
+and shared by every run. Likelihood objectives choose the best checkpoint on validation bits
+per masked gene; every objective records the MSE of its prediction on the normalised scale.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from scalelib.errors import ScalelibError
 from scalelib.hardware import autocast, resolve_device, resolve_dtype
 from scalelib.heldout import FixedMask, fixed_mask, gene_means, masked_mse_of_means
 from scalelib.model import MaskedExpressionTransformer
+from scalelib.objectives import HEAD_OUTPUTS, Targets, nll_nats, point_prediction, training_loss
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class StepInfo:
     val_mse: float | None
     best_val_mse: float | None
     elapsed_s: float
+    val_bits: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,9 @@ class TrainResult:
     best_step: int
     best_val_mse: float
     test_mse: float
+    objective: str
+    best_val_bits: float | None
+    test_bits: float | None
     baseline_val_mse: float
     baseline_test_mse: float
     final_train_loss: float
@@ -90,26 +99,53 @@ class TrainingDiverged(RuntimeError):
 
 
 CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float64,
-                "val_mse": pl.Float64, "lr": pl.Float64, "elapsed_s": pl.Float64}
+                "val_mse": pl.Float64, "lr": pl.Float64, "elapsed_s": pl.Float64,
+                "val_bits": pl.Float64}
 
 
-def masked_mse_sums(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Sum of squared errors over masked positions, and their number (for exact split means).
+@dataclass(frozen=True)
+class Scores:
+    """Per-gene sums over the masked positions of a split, and the split's scores from them.
 
     Parameters
     ----------
-    predictions, targets
-        Predicted and true values, shape (cells, genes).
-    mask
-        Boolean, True at the masked positions that count.
-
-    Returns
-    -------
-    tuple of (float, int)
-        The sum (accumulated in float64) and the number of masked positions.
+    squared_error
+        Sum of squared errors of the normalised-scale prediction, per gene (float64).
+    nll_nats
+        Sum of negative log-likelihoods in nats, per gene (None for the MSE objective).
+    masked
+        Masked positions per gene.
     """
-    errors = (predictions.float() - targets.float())[mask]
-    return float(errors.double().square().sum()), int(mask.sum())
+
+    squared_error: np.ndarray
+    nll_nats: np.ndarray | None
+    masked: np.ndarray
+
+    @property
+    def mse(self) -> float:
+        """Mean squared error over every masked position."""
+        return float(self.squared_error.sum() / self.masked.sum())
+
+    @property
+    def bits(self) -> float | None:
+        """Mean NLL per masked gene in bits (None for the MSE objective)."""
+        if self.nll_nats is None:
+            return None
+        return float(self.nll_nats.sum() / self.masked.sum() / math.log(2))
+
+    def per_gene(self, genes: list[str]) -> pl.DataFrame:
+        """One row per gene: gene, masked positions, summed and mean squared error, and for
+        likelihood objectives summed NLL (nats) and mean bits per masked position."""
+        count = np.maximum(self.masked, 1)
+        table = pl.DataFrame({"gene": genes, "n_masked": self.masked.astype(np.int64),
+                              "squared_error_sum": self.squared_error,
+                              "mse": np.where(self.masked > 0, self.squared_error / count, np.nan)})
+        if self.nll_nats is not None:
+            table = table.with_columns(
+                nll_nats_sum=pl.Series(self.nll_nats),
+                bits=pl.Series(np.where(self.masked > 0, self.nll_nats / count / math.log(2),
+                                        np.nan)))
+        return table
 
 
 @torch.no_grad()
@@ -122,9 +158,12 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     dtype: str,
+    objective: str = "mse",
+    counts: np.ndarray | RowsOnDisk | None = None,
+    target_sum: float | None = None,
     group: ProcessGroup = SINGLE_PROCESS,
-) -> float:
-    """Exact MSE over every masked position of ``values``, pooled over batches.
+) -> Scores:
+    """Exact per-gene sums of squared errors (and NLLs) over every masked position of ``values``.
 
     Parameters
     ----------
@@ -138,24 +177,45 @@ def evaluate(
         Cells per forward pass (does not change the result).
     device, dtype
         Where and in which precision to run the forward passes.
+    objective
+        The model's objective (see :mod:`scalelib.objectives`).
+    counts, target_sum
+        Raw counts of the cells and the normalisation total (the ``nb`` objective only).
     group
         Data-parallel processes: each scores its shard of the cells and the sums are added.
     """
     was_training = model.training
     model.eval()
-    squared, count = 0.0, 0
+    n_genes = values.shape[1]
+    squared, nll, masked = np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes, dtype=np.int64)
     shard = group.shard(len(values))
     for start in range(shard.start, shard.stop, batch_size):
         stop = min(start + batch_size, shard.stop)
         batch = torch.from_numpy(np.asarray(values[start:stop])).to(device)
         batch_mask = torch.from_numpy(mask[start:stop]).to(device)
+        batch_counts = (None if counts is None
+                        else torch.from_numpy(np.asarray(counts[start:stop])).to(device))
+        targets = Targets(batch, batch_counts, target_sum)
         with autocast(device, dtype):
-            predictions = model(batch, batch_mask)
-        batch_squared, batch_count = masked_mse_sums(predictions, batch, batch_mask)
-        squared, count = squared + batch_squared, count + batch_count
+            outputs = model(batch, batch_mask)
+        genes = batch_mask.nonzero()[:, 1]
+        errors = point_prediction(objective, outputs, targets, batch_mask) - batch.float()[batch_mask]
+        squared += _gene_sums(errors.double().square(), genes, n_genes)
+        if objective != "mse":
+            nll += _gene_sums(nll_nats(objective, outputs, targets)[batch_mask].double(), genes,
+                              n_genes)
+        masked += _gene_sums(torch.ones_like(genes, dtype=torch.float64), genes,
+                             n_genes).astype(np.int64)
     model.train(was_training)
-    squared, count = group.sum(squared, count)
-    return squared / count
+    squared, nll = (np.asarray(group.sum(*totals)) for totals in (squared, nll))
+    masked = np.asarray(group.sum(*masked), dtype=np.int64)
+    return Scores(squared, None if objective == "mse" else nll, masked)
+
+
+def _gene_sums(per_position: torch.Tensor, genes: torch.Tensor, n_genes: int) -> np.ndarray:
+    """Sum of values at masked positions per gene index (float64 numpy)."""
+    sums = torch.zeros(n_genes, dtype=torch.float64, device=per_position.device)
+    return sums.index_add_(0, genes, per_position).cpu().numpy()
 
 
 def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
@@ -250,11 +310,13 @@ class TrainingBatches:
     exactly ``max_cells`` cells are seen.
     """
 
-    def __init__(self, X: np.ndarray, rows: np.ndarray, *, in_memory: bool) -> None:
+    def __init__(self, X: np.ndarray, rows: np.ndarray, *, in_memory: bool,
+                 counts: np.ndarray | None = None) -> None:
         self.rows = rows
         self.in_memory = in_memory
         self.X = X
         self.values = torch.from_numpy(np.ascontiguousarray(X[rows], dtype=np.float32)) if in_memory else None
+        self.counts = counts  # raw counts behind X (the nb objective), read per batch
 
     def gene_means(self, limit: int = 200_000) -> np.ndarray:
         """Per-gene means of the training cells (the first ``limit``), the baseline's prediction."""
@@ -279,16 +341,24 @@ class TrainingBatches:
         """The expression values of a batch as a float32 tensor."""
         if self.values is not None:
             return self.values[torch.from_numpy(positions)]
+        return self._read(self.X, positions)
+
+    def fetch_counts(self, positions: np.ndarray) -> torch.Tensor | None:
+        """The raw counts of a batch as a float32 tensor (None when not kept)."""
+        return None if self.counts is None else self._read(self.counts, positions)
+
+    def _read(self, matrix: np.ndarray, positions: np.ndarray) -> torch.Tensor:
         rows = self.rows[positions]
         order = np.argsort(rows)  # read in row order (sequential on disk), return in batch order
-        values = np.empty((len(rows), self.X.shape[1]), dtype=np.float32)
-        values[order] = read_rows(self.X, rows[order])
+        values = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
+        values[order] = read_rows(matrix, rows[order])
         return torch.from_numpy(values)
 
 
 @dataclass(frozen=True)
 class HeldOutSets:
-    """Validation and test values with their fixed masks and per-gene-mean baselines.
+    """Validation and test values with their fixed masks and per-gene-mean baselines (and raw
+    counts for the ``nb`` objective).
 
     In memory, values and masks are arrays; streamed, they are read and drawn a block of rows
     at a time (:class:`~scalelib.data.store.RowsOnDisk`, :class:`~scalelib.heldout.FixedMask`),
@@ -301,6 +371,8 @@ class HeldOutSets:
     test_mask: np.ndarray | FixedMask
     baseline_val_mse: float
     baseline_test_mse: float
+    val_counts: np.ndarray | None = None
+    test_counts: np.ndarray | None = None
 
     @classmethod
     def build(cls, dataset: ExpressionDataset, config: TrainConfig, train_means: np.ndarray,
@@ -311,6 +383,7 @@ class HeldOutSets:
         if len(val) == 0 or len(test) == 0:
             raise ScalelibError("the dataset has an empty validation or test split; rebuild it")
         seed, rate, n_genes = config.eval_mask_seed, config.mask_rate, dataset.n_genes
+        counts = dataset.require_counts() if config.objective == "nb" else None
         if in_memory:
             val_values, test_values = dataset.split_values("val"), dataset.split_values("test")
             val_mask = fixed_mask(len(val), n_genes, rate, seed)
@@ -323,23 +396,32 @@ class HeldOutSets:
             val_values, val_mask, test_values, test_mask,
             masked_mse_of_means(train_means, val_values, val_mask),
             masked_mse_of_means(train_means, test_values, test_mask),
+            None if counts is None else RowsOnDisk(counts, val),
+            None if counts is None else RowsOnDisk(counts, test),
         )
 
 
 class BestCheckpoint:
-    """Keeps the weights of the best validation score and decides on early stopping."""
+    """Keeps the weights of the best validation score and decides on early stopping.
+
+    The score is the validation MSE, or for a likelihood objective the validation bits per
+    masked gene (what the run minimises); ``val_mse`` is the MSE at the best checkpoint.
+    """
 
     def __init__(self, patience: int | None) -> None:
         self.patience = patience
+        self.score: float = math.inf
         self.val_mse: float = math.inf
+        self.val_bits: float | None = None
         self.step = 0
         self.state: dict | None = None
         self.evaluations_since_best = 0
 
-    def update(self, val_mse: float, step: int, model: torch.nn.Module) -> None:
+    def update(self, scores: Scores, step: int, model: torch.nn.Module) -> None:
         """Record an evaluation; copy the weights when it is the best so far."""
-        if val_mse < self.val_mse:
-            self.val_mse, self.step = val_mse, step
+        score = scores.mse if scores.bits is None else scores.bits
+        if score < self.score:
+            self.score, self.val_mse, self.val_bits, self.step = score, scores.mse, scores.bits, step
             self.state = copy.deepcopy(model.state_dict())
             self.evaluations_since_best = 0
         else:
@@ -374,8 +456,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
 
 def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     values: torch.Tensor, mask: torch.Tensor, lr: float, config: TrainConfig,
-                    dtype: str, masked_positions: float | None = None) -> float:
-    """One AdamW step on the MSE over masked positions.
+                    dtype: str, targets: Targets | None = None,
+                    masked_positions: float | None = None) -> float:
+    """One AdamW step on the objective (``config.objective``) over masked positions.
 
     Parameters
     ----------
@@ -388,11 +471,13 @@ def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     lr
         Learning rate of this step.
     config
-        Supplies the gradient-norm clip.
+        Supplies the gradient-norm clip and the objective.
     dtype
         ``"fp32"`` or ``"bf16"`` autocast of the forward pass.
+    targets
+        What the batch is scored against (default: ``values`` alone, enough but for ``nb``).
     masked_positions
-        What the squared errors are divided by (default: the number masked in ``values``). A
+        What the summed losses are divided by (default: the number masked in ``values``). A
         data-parallel rank passes the whole batch's number divided by the number of ranks (see
         :mod:`scalelib.distributed`).
 
@@ -404,9 +489,9 @@ def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(values.device, dtype):
-        predictions = model(values, mask)
-    squared = (predictions.float() - values)[mask].square()
-    loss = squared.mean() if masked_positions is None else squared.sum() / masked_positions
+        outputs = model(values, mask)
+    loss = training_loss(config.objective, outputs, targets or Targets(values), mask,
+                         masked_positions)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -420,8 +505,8 @@ def save_checkpoint(out_dir: Path, model: MaskedExpressionTransformer, config: T
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "best.pt"
     torch.save({"state_dict": model.state_dict(), "size": model.size.to_dict(),
-                "n_genes": model.n_genes, "config": config.to_dict(), "seed": seed,
-                "step": best_step}, path)
+                "n_genes": model.n_genes, "head_outputs": model.head_outputs,
+                "config": config.to_dict(), "seed": seed, "step": best_step}, path)
     return path
 
 
@@ -452,7 +537,9 @@ def train(
     n_train
         Use the nested training subset of this many cells (all training cells when None).
     out_dir
-        Where to write ``best.pt`` and ``curve.parquet`` (nothing is written when None).
+        Where to write ``best.pt``, ``curve.parquet`` and ``pergene.parquet`` (the best
+        checkpoint's validation error per gene, see :meth:`Scores.per_gene`); nothing is
+        written when None.
     on_step
         Called with a :class:`StepInfo` after every optimiser step (for notebooks).
     progress
@@ -467,8 +554,9 @@ def train(
     -------
     TrainResult
         Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
-        (null between evaluations), lr and elapsed_s. A validation score that turns non-finite
-        after a finite one ends the run early with the best checkpoint so far.
+        (null between evaluations), lr, elapsed_s and val_bits (null for the MSE objective).
+        A validation score that turns non-finite after a finite one ends the run early with
+        the best checkpoint so far.
 
     Raises
     ------
@@ -481,15 +569,20 @@ def train(
     device = group.device(resolve_device(config.device))
     dtype = resolve_dtype(config.dtype, device, size)
     torch.manual_seed(seed)
+    objective = config.objective
+    counts = dataset.require_counts() if objective == "nb" else None
+    target_sum = normalisation_total(dataset) if objective == "nb" else None
     batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
-                              in_memory=in_memory)
+                              in_memory=in_memory, counts=counts)
     held_out = HeldOutSets.build(dataset, config, batches.gene_means(), in_memory=in_memory)
     model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
-                                        attention_dropout=config.attention_dropout).to(device)
+                                        attention_dropout=config.attention_dropout,
+                                        head_outputs=HEAD_OUTPUTS[objective]).to(device)
     network = group.data_parallel(model, seed)  # what training steps go through
     optimizer = make_optimizer(model, config, device)
     score = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device,
-                              dtype=dtype, group=group)
+                              dtype=dtype, objective=objective, target_sum=target_sum,
+                              group=group)
     converge_mode = config.budget_mode == "converge"  # the convergence rule replaces patience
     best = BestCheckpoint(patience=None if converge_mode else config.patience)
     convergence = Convergence(config)
@@ -513,48 +606,56 @@ def train(
         mask = torch.rand((len(positions), dataset.n_genes), generator=mask_rng) < config.mask_rate
         shard = group.shard(len(positions))
         values = batches.fetch(positions[shard]).to(device, non_blocking=True)
+        batch_counts = batches.fetch_counts(positions[shard])
+        targets = Targets(values, None if batch_counts is None else batch_counts.to(device),
+                          target_sum)
         per_rank = int(mask.sum()) / group.world_size if group.world_size > 1 else None
         loss = optimiser_step(network, optimizer, values, mask[shard].to(device), lr, config,
-                              dtype, masked_positions=per_rank)
+                              dtype, targets, masked_positions=per_rank)
         loss = group.sum(loss)[0] / group.world_size
         cells_seen += len(positions)
         masked_seen += int(mask.sum())
         interval_losses.append(loss)
-        val_mse = None
+        val_mse = val_bits = None
         if step % config.eval_every == 0 or convergence.is_last_step(step):
-            val_mse = score(held_out.val_values, held_out.val_mask)
+            scores = score(held_out.val_values, held_out.val_mask, counts=held_out.val_counts)
+            val_mse, val_bits = scores.mse, scores.bits
+            val_score = val_mse if val_bits is None else val_bits  # what the run minimises
             final_train_loss = float(np.mean(interval_losses))
             interval_losses = []
-            if math.isfinite(val_mse):
-                best.update(val_mse, step, model)
-                convergence.record(step, val_mse)
+            if math.isfinite(val_score) and math.isfinite(val_mse):
+                best.update(scores, step, model)
+                convergence.record(step, val_score)
             elif best.state is None:
                 raise TrainingDiverged(
-                    f"{size.name} seed {seed}: validation MSE is {val_mse} at step {step}, "
+                    f"{size.name} seed {seed}: validation score is {val_score} at step {step}, "
                     "before any finite evaluation; lower the learning rate (--lr)")
             else:
                 diverged = True  # stop, keeping the best checkpoint so far
-            bar.set_postfix(loss=f"{final_train_loss:.4f}", val=f"{val_mse:.4f}")
+            bar.set_postfix(loss=f"{final_train_loss:.4f}", val=f"{val_score:.4f}")
         elapsed = time.perf_counter() - started
         curve.append({"step": step, "cells_seen": cells_seen, "train_loss": loss,
-                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed})
+                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed, "val_bits": val_bits})
         bar.update(1)
         if on_step is not None:
             best_so_far = best.val_mse if best.state is not None else None
             on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse, best_so_far,
-                             elapsed))
+                             elapsed, val_bits))
         if best.should_stop or diverged or convergence.is_last_step(step):
             break
     bar.close()
 
-    # Finish: score the best weights on the test set, save them and the curve.
+    # Finish: score the best weights on the test set, save them, the curve and per-gene errors.
     model.load_state_dict(best.state)
-    test_mse = score(held_out.test_values, held_out.test_mask)
+    test = score(held_out.test_values, held_out.test_mask, counts=held_out.test_counts)
     curve_table = pl.DataFrame(curve, schema=CURVE_SCHEMA)
     checkpoint = None
+    if out_dir is not None:  # every rank scores (a collective); the main one writes
+        val = score(held_out.val_values, held_out.val_mask, counts=held_out.val_counts)
     if out_dir is not None and group.is_main:
         checkpoint = str(save_checkpoint(Path(out_dir), model, config, seed, best.step))
         curve_table.write_parquet(Path(out_dir) / "curve.parquet")
+        val.per_gene(dataset.genes).write_parquet(Path(out_dir) / "pergene.parquet")
     return TrainResult(
         params=model.num_parameters(),
         flops_per_cell=model.training_flops_per_cell(),
@@ -565,7 +666,10 @@ def train(
         masked_tokens_seen=masked_seen,
         best_step=best.step,
         best_val_mse=best.val_mse,
-        test_mse=test_mse,
+        test_mse=test.mse,
+        objective=objective,
+        best_val_bits=best.val_bits,
+        test_bits=test.bits,
         baseline_val_mse=held_out.baseline_val_mse,
         baseline_test_mse=held_out.baseline_test_mse,
         final_train_loss=final_train_loss,
@@ -579,6 +683,21 @@ def train(
         checkpoint=checkpoint,
         curve=curve_table,
     )
+
+
+def normalisation_total(dataset: ExpressionDataset) -> float:
+    """The total each cell was normalised to before log1p, from the dataset's manifest.
+
+    Parameters
+    ----------
+    dataset
+        A dataset built from raw counts (its manifest records ``normalize_total``).
+    """
+    try:
+        return float(dataset.manifest["preprocessing"]["normalize_total"]["target_sum"])
+    except (KeyError, TypeError):
+        raise ScalelibError("the dataset's manifest does not record the normalisation total; "
+                            "rebuild it from raw counts with `scalelib data build`") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> MaskedExpressionTransformer:
@@ -600,6 +719,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> MaskedExpres
     if not path.exists():
         raise ScalelibError(f"no checkpoint at {path}; train the run first")
     saved = torch.load(path, map_location=map_location, weights_only=True)
-    model = MaskedExpressionTransformer(ModelSize(**saved["size"]), saved["n_genes"])
+    model = MaskedExpressionTransformer(ModelSize(**saved["size"]), saved["n_genes"],
+                                        head_outputs=saved.get("head_outputs", 1))
     model.load_state_dict(saved["state_dict"])
     return model.eval()

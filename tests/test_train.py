@@ -14,11 +14,11 @@ from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.heldout import FixedMask, fixed_mask, per_gene_mean_mse
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.train import (
+    Scores,
     TrainingDiverged,
     evaluate,
     learning_rate,
     load_checkpoint,
-    masked_mse_sums,
     train,
 )
 
@@ -60,12 +60,21 @@ def noise_dataset(n_cells=2000, n_genes=8, seed=0) -> ExpressionDataset:
     return ExpressionDataset(X, obs, var, {"regime": "test"})
 
 
-def test_masked_mse_counts_only_masked_positions():
-    predictions = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    mask = torch.tensor([[False, True, True], [True, False, False]])
-    squared, count = masked_mse_sums(predictions, targets, mask)
-    assert (squared, count) == (4.0 + 9.0 + 1.0, 3)
+def test_per_gene_sums_count_only_masked_positions_and_pool_to_the_split_mse():
+    model = MaskedExpressionTransformer(TINY, 3).eval()
+    values = torch.rand(4, 3).numpy()
+    mask = np.array([[False, True, True], [True, False, False], [False, True, False],
+                     [False, False, False]])
+    with torch.no_grad():
+        predictions = model(torch.from_numpy(values), torch.from_numpy(mask)).numpy()
+    squared = np.square(predictions - values)
+    scores = evaluate(model, values, mask, batch_size=3, device=torch.device("cpu"), dtype="fp32")
+    assert scores.masked.tolist() == [1, 2, 1]
+    assert scores.squared_error == pytest.approx((squared * mask).sum(axis=0), rel=1e-6)
+    table = scores.per_gene(["a", "b", "c"])
+    pooled = (table["mse"] * table["n_masked"]).sum() / table["n_masked"].sum()
+    assert pooled == pytest.approx(scores.mse, rel=1e-12)
+    assert scores.bits is None and "bits" not in table.columns
 
 
 def test_split_loss_is_pooled_over_positions_not_a_mean_of_batch_means():
@@ -79,7 +88,7 @@ def test_split_loss_is_pooled_over_positions_not_a_mean_of_batch_means():
         predictions = model(torch.from_numpy(values), torch.from_numpy(mask)).numpy()
     pooled = np.square(predictions - values)[mask].mean()
     score = evaluate(model, values, mask, batch_size=2, device=torch.device("cpu"), dtype="fp32")
-    assert score == pytest.approx(pooled, rel=1e-6)
+    assert score.mse == pytest.approx(pooled, rel=1e-6)
 
 
 def test_fixed_mask_is_reproducible_and_has_the_rate():
@@ -185,7 +194,7 @@ def test_same_seed_same_result_and_checkpoint_round_trip(tmp_path):
     val = dataset.split_values("val")
     mask = fixed_mask(len(val), dataset.n_genes, config.mask_rate, config.eval_mask_seed)
     rescored = evaluate(model, val, mask, batch_size=64, device=torch.device("cpu"), dtype="fp32")
-    assert rescored == pytest.approx(first.best_val_mse, rel=1e-6)
+    assert rescored.mse == pytest.approx(first.best_val_mse, rel=1e-6)
     assert (tmp_path / "a" / "curve.parquet").exists()
 
 
@@ -210,7 +219,7 @@ def scripted_scores(monkeypatch, scores: list[float]) -> None:
     """Make the validation and test scores of the next run come from ``scores``, in order."""
     import scalelib.train as train_module
 
-    queue = iter(scores)
+    queue = (Scores(np.array([score]), None, np.array([1])) for score in scores)
     monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(queue))
 
 

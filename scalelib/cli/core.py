@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalelib.config import TRAIN_PRESETS, TrainConfig, find_size, get_ladder, select_sizes
+from scalelib.config import (
+    OBJECTIVES,
+    TRAIN_PRESETS,
+    TrainConfig,
+    find_size,
+    get_ladder,
+    select_sizes,
+)
 from scalelib.errors import ScalelibError
 
 if TYPE_CHECKING:
@@ -78,6 +85,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--attention-dropout", type=float, help="dropout on attention weights")
     group.add_argument("--dtype", choices=("auto", "fp32", "bf16"), help="matmul precision")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
+    group.add_argument("--objective", choices=OBJECTIVES,
+                       help="mse (default), gaussian (mean and variance, NLL of the normalised "
+                       "value) or nb (negative binomial on raw counts; the dataset must keep "
+                       "them); likelihood runs also record bits per masked gene")
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
@@ -88,7 +99,7 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
         "mask_rate": args.mask_rate, "eval_every": args.eval_every, "patience": args.patience,
         "dropout": args.dropout, "attention_dropout": args.attention_dropout,
         "dtype": args.dtype, "device": args.device, "budget_mode": args.budget_mode,
-        "converge_tol": args.converge_tol,
+        "converge_tol": args.converge_tol, "objective": args.objective,
     }
     changes = {key: value for key, value in changes.items() if value is not None}
     if args.steps is not None:
@@ -260,8 +271,9 @@ def _print_sweep(table: pl.DataFrame, out: Path, n_trained: int, n_planned: int)
     from scalelib.results import print_table, read_results
     from scalelib.scaling import baseline_rows, matching_baselines
 
+    bits = ["best_val_bits"] if table["best_val_bits"].is_not_null().any() else []
     print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
-                             "best_val_mse", "test_mse", "baseline_val_mse", "status"))
+                             "best_val_mse", *bits, "test_mse", "baseline_val_mse", "status"))
     baselines = matching_baselines(table, baseline_rows(read_results(out / "results.parquet")))
     if baselines.height:
         print("baselines (fitted on the training cells, scored on the same masks):")

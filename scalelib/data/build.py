@@ -106,7 +106,7 @@ def assemble_dataset(
     split, split_info = assign_splits(obs, fractions, split_rng, stratify, holdout)
     hvg = seurat_v3(lambda: counts.blocks(split == "train"), var.index, n_genes)
     genes = selected_genes(hvg)
-    values, kept = normalise_selected(counts, var.index.get_indexer(genes))
+    values, raw, kept = normalise_selected(counts, var.index.get_indexer(genes))
     dropped = {name: int(((split == name) & ~kept).sum()) for name in SPLITS}
     split = split[kept]
     var_selected = var.drop(columns=list(HVG_COLUMNS), errors="ignore").loc[genes]
@@ -130,10 +130,12 @@ def assemble_dataset(
         var=var_table(var_selected.join(hvg.loc[genes, list(HVG_COLUMNS)])),
         manifest=manifest,
         hvg=hvg_table(hvg, var),
+        counts=raw,
     )
 
 
-def normalise_selected(counts: CountRows, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalise_selected(counts: CountRows,
+                       genes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``log1p(1e4 * x / total)`` over the selected genes, for cells with counts there.
 
     Parameters
@@ -145,10 +147,12 @@ def normalise_selected(counts: CountRows, genes: np.ndarray) -> tuple[np.ndarray
 
     Returns
     -------
-    values, kept
-        Dense float32 values of the kept cells and the boolean mask of kept cells.
+    values, raw, kept
+        Dense float32 values of the kept cells, their raw int32 counts over the selected genes
+        (row sums: the library sizes of the normalisation) and the boolean mask of kept cells.
     """
     values = np.empty((counts.n_cells, len(genes)), dtype=np.float32)  # pages touched on use
+    raw = np.empty((counts.n_cells, len(genes)), dtype=np.int32)
     kept = np.zeros(counts.n_cells, dtype=bool)
     row = filled = 0
     for block in counts.blocks(max_rows=NORMALISE_ROWS):
@@ -158,10 +162,11 @@ def normalise_selected(counts: CountRows, genes: np.ndarray) -> tuple[np.ndarray
         n = int(has_counts.sum())
         values[filled:filled + n] = np.log1p(
             selected[has_counts] * (TARGET_SUM / totals[has_counts, None]))
+        raw[filled:filled + n] = selected[has_counts]
         kept[row:row + block.shape[0]] = has_counts
         row += block.shape[0]
         filled += n
-    return values[:filled], kept
+    return values[:filled], raw[:filled], kept
 
 
 def versions(*extra: str) -> dict[str, str]:

@@ -18,6 +18,11 @@ DIR/
   hvg.parquet     optional: the seurat_v3 statistics of every gene detected in the training
                   cells (gene_name, gene_id, means, variances, variances_norm, selected), for
                   mean-variance plots; datasets written before it existed load without it
+  counts.npy      optional: int32 (n_cells, n_genes), the raw counts behind X (same rows and
+                  genes); their row sums are the library sizes X was normalised by. Written
+                  by every build from raw counts; the negative-binomial objective needs it, and
+                  datasets written before it existed (or wrapped from normalised values) load
+                  without it
 ```
 
 The manifest records at least ``format_version``, ``source``, ``seed``, ``regime``,
@@ -58,6 +63,7 @@ SPLITS = ("train", "val", "test")
 OBS_REQUIRED = ("cell_id", "split", "train_rank")
 DATASET_FILES = ("manifest.json", "X.npy", "obs.parquet", "var.parquet")
 HVG_FILE = "hvg.parquet"
+COUNTS_FILE = "counts.npy"
 HVG_TABLE_COLUMNS = ("gene_name", "gene_id", "means", "variances", "variances_norm", "selected")
 FULL_HASH_BYTES = 1 << 30  # larger matrices are checked by sampled blocks on load
 SAMPLED_BLOCKS, BLOCK_BYTES = 64, 1 << 20
@@ -81,6 +87,8 @@ class ExpressionDataset:
     hvg
         Optional per-gene table of highly-variable-gene statistics of every gene detected in
         the training cells, with a ``selected`` flag (see the module docstring).
+    counts
+        Optional raw counts behind ``X`` (integers, same shape; possibly a memory map).
     """
 
     X: np.ndarray
@@ -88,9 +96,13 @@ class ExpressionDataset:
     var: pl.DataFrame
     manifest: dict = field(default_factory=dict)
     hvg: pl.DataFrame | None = None
+    counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_tables(self.X, self.obs, self.var)
+        if self.counts is not None and self.counts.shape != self.X.shape:
+            raise ScalelibError(f"counts shape {self.counts.shape} differs from the expression "
+                                f"matrix's {self.X.shape}")
         if self.hvg is not None:
             missing = [c for c in HVG_TABLE_COLUMNS if c not in self.hvg.columns]
             if missing:
@@ -150,6 +162,21 @@ class ExpressionDataset:
         """The expression matrix of a split, loaded into memory as float32."""
         return np.ascontiguousarray(self.X[self.split_indices(split, n_train)], dtype=np.float32)
 
+    def require_counts(self) -> np.ndarray:
+        """The raw counts behind ``X``; a clear error when the dataset does not keep them."""
+        if self.counts is None:
+            where = self.manifest.get("path", "DIR")
+            raise ScalelibError(
+                f"the dataset at {where} keeps no raw counts (built before counts.npy existed, "
+                "or from normalised values); rebuild it from raw counts with `scalelib data "
+                "build --source ... --out NEW_DIR` and the same options")
+        return self.counts
+
+    def split_counts(self, split: str, n_train: int | None = None) -> np.ndarray:
+        """The raw counts of a split, loaded into memory as float32 (see :meth:`require_counts`)."""
+        counts = self.require_counts()
+        return np.ascontiguousarray(counts[self.split_indices(split, n_train)], dtype=np.float32)
+
     def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
         """Write the dataset to ``out_dir`` atomically and return the path.
 
@@ -183,8 +210,10 @@ class ExpressionDataset:
             self.var.write_parquet(staging / "var.parquet")
             if self.hvg is not None:
                 self.hvg.write_parquet(staging / HVG_FILE)
+            if self.counts is not None:
+                np.save(staging / COUNTS_FILE, np.asarray(self.counts, dtype=np.int32))
             manifest["files"] = {name: file_digest(staging / name)
-                                 for name in (*DATASET_FILES[1:], HVG_FILE)
+                                 for name in (*DATASET_FILES[1:], HVG_FILE, COUNTS_FILE)
                                  if (staging / name).exists()}
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             if out_dir.exists():
@@ -235,10 +264,12 @@ def load_dataset(path: str | Path, in_memory: bool = False,
         obs = pl.read_parquet(path / "obs.parquet", columns=columns)
         var = pl.read_parquet(path / "var.parquet")
         hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None
+        counts = (np.load(path / COUNTS_FILE, mmap_mode=None if in_memory else "r",
+                          allow_pickle=False) if (path / COUNTS_FILE).exists() else None)
     if "files" not in manifest and not all_finite(X):  # built before hashes were recorded
         raise ScalelibError(f"{path / 'X.npy'} holds NaN or infinite values; {fix}")
     return ExpressionDataset(X=X, obs=obs, var=var, manifest={**manifest, "path": str(path)},
-                             hvg=hvg)
+                             hvg=hvg, counts=counts)
 
 
 def read_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:

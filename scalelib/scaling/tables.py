@@ -139,6 +139,17 @@ def _warn_of_mixed_budgets(rows: pl.DataFrame, by: Sequence[str]) -> None:
                       stacklevel=3)
 
 
+def _refuse_mixed_objectives(rows: pl.DataFrame, by: Sequence[str]) -> None:
+    """Refuse a fit group holding runs of several training objectives (``objective``)."""
+    if "objective" not in rows.columns or "objective" in by:
+        return
+    mixed = sorted({o for _, part in _groups(rows, by) if part["objective"].n_unique() > 1
+                    for o in part["objective"].drop_nulls().unique().to_list()})
+    if mixed:
+        raise ScalelibError(f"a fit group mixes runs of the objectives {', '.join(mixed)}; "
+                            "add objective to --group-by, or fit one objective's table")
+
+
 def _groups(table: pl.DataFrame, by: Sequence[str]) -> list[tuple[dict[str, Any], pl.DataFrame]]:
     if not by:
         return [({}, table)]
@@ -213,6 +224,11 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     rows = transformer_rows(ok_rows(table))
     if rows.height == 0:
         raise ScalelibError("the table has no rows with status 'ok'; run or repair the sweep")
+    rows = rows.filter(pl.col(y).is_not_null())  # MSE runs have no bits
+    if rows.height == 0:
+        raise ScalelibError(f"no run has a value in {y!r} (bits come from runs with "
+                            "--objective gaussian or nb); pick another --y")
+    _refuse_mixed_objectives(rows, by)
     _warn_of_mixed_budgets(rows, by)
     fits = []
     for group, part in _groups(rows, by):

@@ -28,6 +28,7 @@ CI_NAMES = ("alpha", "a", "c", "bits", "r2_log")
 RISING_MESSAGE = ("y increases with x: there is no power-law decline, so c is no floor and "
                   "bits is undefined (NaN)")
 TRANSFORMER = "transformer"  # model_family of trained runs; baselines are mean, pca, ridge, knn
+MSE_OBJECTIVE = "mse"  # the objective of the fits in P; likelihood runs are fitted in bits
 
 
 def dataset_key(row: Mapping[str, Any]) -> Any:
@@ -36,9 +37,11 @@ def dataset_key(row: Mapping[str, Any]) -> Any:
 
 
 def is_fitted_run(row: Mapping[str, Any]) -> bool:
-    """A finished transformer run with a validation loss (baselines and failures are not)."""
+    """A finished transformer run trained on MSE with a validation loss (baselines, failures
+    and runs of likelihood objectives, fitted in bits on their own, are not)."""
     return (row.get("status", "ok") == "ok"
             and (row.get("model_family") or TRANSFORMER) == TRANSFORMER
+            and (row.get("objective") or MSE_OBJECTIVE) == MSE_OBJECTIVE
             and row.get("best_val_mse") is not None)
 
 

@@ -509,6 +509,52 @@ def _saturation_layers(saturation: pl.DataFrame, classifier: str, x: str,
 # Saving
 
 
+def pergene_chart(table: pl.DataFrame, *, title: str | None = None, width: int = 320,
+                  height: int = 280) -> alt.HConcatChart:
+    """How the validation error of the best model of each size spreads across genes.
+
+    Parameters
+    ----------
+    table
+        A per-gene table (:func:`scalelib.pergene.pergene_table`) of one dataset and data
+        size: one row per run and gene with ``size``, ``params``, ``objective``, ``gene``,
+        ``mse``, ``n_masked``, ``error_share`` and ``error_rank``.
+    title, width, height
+        Title (None: a default) and the size of each panel in pixels.
+
+    Returns
+    -------
+    altair.HConcatChart
+        Left: per-gene validation MSE per size (box plots, log scale, one box per objective).
+        Right: the share of the run's summed squared error carried by its k worst genes,
+        against k (a straight diagonal would be an even spread).
+    """
+    columns = ["size", "params", "objective", "gene", "mse", "n_masked", "error_share",
+               "error_rank"]
+    _require(table, columns, "pergene_chart")
+    genes = table.filter((pl.col("n_masked") > 0) & (pl.col("mse") > 0)).select(columns)
+    sizes = _size_order(genes)
+    genes = genes.sort("size", "objective", "error_rank")
+    cumulative = genes.with_columns(
+        cumulative_share=pl.col("error_share").cum_sum().over("size", "objective"))
+    size_axis = alt.X("size:N", sort=sizes, title="model size")
+    boxes = alt.Chart(genes).mark_boxplot(size=14).encode(
+        x=size_axis, xOffset=alt.XOffset("objective:N"),
+        y=alt.Y("mse:Q", scale=alt.Scale(type="log"), title="validation MSE of a gene"),
+        color=alt.Color("objective:N", title="objective"),
+    ).properties(width=width, height=height, title="Per-gene error, best model of each size")
+    shares = alt.Chart(cumulative).mark_line().encode(
+        x=alt.X("error_rank:Q", title="genes, largest error first"),
+        y=alt.Y("cumulative_share:Q", title="share of the summed squared error",
+                scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("size:N", sort=sizes, title="size"),
+        strokeDash=alt.StrokeDash("objective:N", title="objective"),
+        tooltip=["size", "objective", "error_rank", "gene", "cumulative_share"],
+    ).properties(width=width, height=height, title="Where the floor sits")
+    return alt.hconcat(boxes, shares).resolve_scale(color="independent").properties(
+        title=title or "Validation error across genes")
+
+
 def _file_mode() -> int:
     """The mode a new file gets under the current umask."""
     umask = os.umask(0)

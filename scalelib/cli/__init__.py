@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "scalelib.cli.baselines_cmd",
     "scalelib.cli.calibrate_cmd",
     "scalelib.cli.probe_cmd",
+    "scalelib.cli.pergene_cmd",
 )
 
 

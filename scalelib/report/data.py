@@ -93,6 +93,12 @@ class ReportData:
         return table.filter(pl.col("label") == entry["label"]) if entry else table.clear()
 
     @property
+    def pergene(self) -> pl.DataFrame | None:
+        """The per-gene table of the results directory (None when it had none)."""
+        path = self.data_dir / "pergene.parquet"
+        return pl.read_parquet(path) if path.is_file() else None
+
+    @property
     def figures_dir(self) -> Path:
         """Where figures are saved as PNG and SVG."""
         return self.data_dir / "figures"

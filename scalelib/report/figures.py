@@ -24,6 +24,7 @@ import polars as pl
 from scalelib.errors import ScalelibError
 from scalelib.plots import (
     data_size_chart,
+    pergene_chart,
     probe_charts,
     save_chart,
     scaling_chart,
@@ -177,6 +178,27 @@ def test_val_figure(rep: ReportData) -> Figure:
         The prepared report data (:func:`scalelib.report.data.load_report`).
     """
     return make_figure(test_vs_val_chart(rep.results), "fig-test-val", rep.figures_dir)
+
+
+def pergene_figure(rep: ReportData) -> Figure | None:
+    """Per-gene validation error of the best model of each size, one row of panels per regime
+    (``fig-pergene``); None when the results directory had no per-gene table.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    table = rep.pergene
+    if table is None or not table.height:
+        return None
+    largest = pl.col("n_train_cells") == pl.col("n_train_cells").max().over("dataset_fingerprint")
+    table = table.filter(largest)
+    panels = [pergene_chart(table.filter(pl.col("regime") == regime), title=regime,
+                            width=PANEL_WIDTH, height=PANEL_HEIGHT)
+              for regime in table["regime"].unique(maintain_order=True).to_list()]
+    chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels)
+    return make_figure(chart, "fig-pergene", rep.figures_dir)
 
 
 def data_size_figure(rep: ReportData) -> Figure | None:

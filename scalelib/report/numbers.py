@@ -204,6 +204,52 @@ def _regime_numbers(regime: str, scaling: pl.DataFrame, ok: pl.DataFrame,
     }
 
 
+def likelihood_rows(results: pl.DataFrame) -> pl.DataFrame:
+    """Finished runs of likelihood objectives with validation bits, each dataset at its
+    largest training set (the runs the fits of bits against P use).
+
+    Parameters
+    ----------
+    results
+        Results table.
+    """
+    rows = transformer_rows(ok_rows(results)).filter(
+        (pl.col("objective").fill_null("mse") != "mse") & pl.col("best_val_bits").is_not_null())
+    return rows.filter(pl.col("n_train_cells") == pl.col("n_train_cells").max()
+                       .over("dataset_fingerprint"))
+
+
+def _likelihood_numbers(rows: pl.DataFrame, fits: Sequence[PowerLawFit]) -> list[dict[str, Any]]:
+    """Per regime and likelihood objective: the best validation bits of each size, the best
+    run, and the fits of bits against P per method."""
+    out = []
+    for (regime, objective), part in sorted(rows.group_by("regime", "objective"),
+                                            key=lambda item: item[0]):
+        sizes = _size_order(part)
+        best = part.sort("best_val_bits").row(0, named=True)
+        out.append({
+            "regime": regime, "objective": objective, "n_runs": part.height,
+            "sizes": sizes,
+            "bits": [float(part.filter(pl.col("size") == s)["best_val_bits"].min()) for s in sizes],
+            "mse": [float(part.filter(pl.col("size") == s)["best_val_mse"].min()) for s in sizes],
+            "best_bits": best["best_val_bits"], "best_size": best["size"],
+            "best_mse": best["best_val_mse"],
+            "fits": {fit.method: _fit_numbers(fit) for fit in fits
+                     if fit.group == {"regime": regime, "objective": objective}},
+        })
+    return out
+
+
+def _pergene_numbers(pergene: pl.DataFrame | None) -> list[dict[str, Any]]:
+    """Per run of the per-gene table: the spread of the error across genes (see
+    :func:`scalelib.pergene.pergene_summary`)."""
+    if pergene is None or not pergene.height:
+        return []
+    from scalelib.pergene import pergene_summary
+
+    return pergene_summary(pergene).to_dicts()
+
+
 def _ladder(results: pl.DataFrame, regimes: Sequence[str]) -> list[dict[str, Any]]:
     rows = results.filter(pl.col("params").is_not_null())
     ladder = []
@@ -262,7 +308,8 @@ def _reference_setup() -> dict[str, Any]:
 def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
                     joint: Sequence[JointFit], manifests: dict[str, dict], *,
                     results_dir: str | Path = "", fits_source: str = "",
-                    digest: str = "") -> dict[str, Any]:
+                    digest: str = "", likelihood_fits: Sequence[PowerLawFit] = (),
+                    pergene: pl.DataFrame | None = None) -> dict[str, Any]:
     """Every number the report quotes, as one JSON-ready dictionary.
 
     Top-level keys: ``schema``, ``created``, ``scalelib_version``, ``results_dir``,
@@ -274,8 +321,10 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
     words, test against validation); ``ladder`` (sizes
     with parameter counts per regime); ``training`` (settings and versions from the rows);
     ``data_size`` (one entry per regime with a data-size sweep, with its joint fit);
-    ``reference`` (the reference study's regimes and ladder from scalelib.config) and
-    ``published`` (:mod:`scalelib.report.published`, plus ``bits_check``).
+    ``reference`` (the reference study's regimes and ladder from scalelib.config),
+    ``published`` (:mod:`scalelib.report.published`, plus ``bits_check``), ``likelihood``
+    (per regime and likelihood objective: validation bits per size and fits of bits against
+    P) and ``pergene`` (per run of the per-gene table: the spread across genes).
 
     Parameters
     ----------
@@ -293,6 +342,10 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
         Where the fits came from (a fits file, or fitted here), recorded as given.
     digest
         SHA-256 of the results file, recorded as given.
+    likelihood_fits
+        Fits of ``best_val_bits`` against P grouped by ``regime`` and ``objective``.
+    pergene
+        The per-gene table of the results directory (:mod:`scalelib.pergene`), if any.
 
     Returns
     -------
@@ -334,5 +387,7 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
         "data_size": _data_size(sized, joint),
         "reference": _reference_setup(),
         "published": reference,
+        "likelihood": _likelihood_numbers(likelihood_rows(results), likelihood_fits),
+        "pergene": _pergene_numbers(pergene),
     }
     return json_ready(numbers)

@@ -11,6 +11,7 @@ the Quarto report reads (default ``report/_data``)::
                              its ``probes`` entry from :mod:`scalelib.report.probes`)
     probes.parquet           the downstream probes of ``scalelib probe``, copied, when the
                              results directory has them
+    pergene.parquet          the directory's per-gene table (`scalelib pergene`), when it has one
     figures/                 PNG and SVG of each figure, written while the report executes
 
 Fits come from the directory's ``fits.json`` when it fits the runs the report draws (same
@@ -33,8 +34,9 @@ import polars as pl
 
 from scalelib.atomic import atomic_path
 from scalelib.errors import ScalelibError
+from scalelib.pergene import PERGENE_FILE
 from scalelib.probes import PROBES_FILE
-from scalelib.report.numbers import compute_numbers, regime_order
+from scalelib.report.numbers import compute_numbers, likelihood_rows, regime_order
 from scalelib.report.probes import probe_numbers, probes_of
 from scalelib.results import read_results, write_results
 from scalelib.scaling import (
@@ -42,6 +44,7 @@ from scalelib.scaling import (
     JointFit,
     baseline_rows,
     data_size_rows,
+    fit_groups,
     fit_joint,
     json_ready,
     ok_rows,
@@ -56,7 +59,7 @@ MANIFEST_PREFIX = "dataset-"
 # else there is the user's and stays.
 OWN_OUTPUTS = ("results.parquet", "fits.json", "numbers.json", "manifests/dataset-*.json",
                "manifests/" + "[0-9a-f]" * 16 + ".json", "figures/fig-*.png", "figures/fig-*.svg",
-               PROBES_FILE)
+               PROBES_FILE, PERGENE_FILE)
 DROPPED_MANIFEST_KEYS = ("hvg_candidates",)
 
 
@@ -254,8 +257,15 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
                    else f"computed by scalelib report ({reason})")
     joint = joint_fits(data_size_rows(results))
     manifests = find_manifests(results, results_dir)
+    heads = likelihood_rows(results)
+    bits_fits = (fit_groups(heads, y="best_val_bits", by=["regime", "objective"],
+                            methods=methods, n_bootstrap=n_bootstrap, seed=seed)
+                 if heads.height else [])
+    pergene_path = results_dir / PERGENE_FILE
+    pergene = pl.read_parquet(pergene_path) if pergene_path.is_file() else None
     numbers = compute_numbers(results, fits, joint, manifests, results_dir=results_dir.resolve(),
-                              fits_source=fits_source, digest=_sha256(source))
+                              fits_source=fits_source, digest=_sha256(source),
+                              likelihood_fits=bits_fits, pergene=pergene)
     probes = probes_of(results_dir)
     numbers["probes"] = json_ready(probe_numbers(probes))
 
@@ -272,5 +282,8 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
         with atomic_path(out_dir / PROBES_FILE) as temporary:
             probes.write_parquet(temporary)
         files["probes"] = out_dir / PROBES_FILE
+    if pergene is not None:
+        pergene.write_parquet(out_dir / PERGENE_FILE)
+        files["pergene"] = out_dir / PERGENE_FILE
     files["numbers"] = _write_json(numbers, out_dir / "numbers.json")
     return PreparedReport(out_dir, files, numbers)

@@ -140,6 +140,26 @@ def _plus_minus(value: float, se: float) -> str:
     return f"{fmt(value)} ± {fmt(1.96 * se)}"
 
 
+def likelihood_table(rep: ReportData) -> Table:
+    """Bits per masked gene measured by each likelihood head beside the Gaussian reading of
+    the MSE floor c, per regime (``tbl-heads``)."""
+    gaussian = {(r["regime"], method): fit for r in rep.numbers["regimes"]
+                for method, fit in r["fits"].items()}
+    rows = []
+    for head in rep.numbers["likelihood"]:
+        for method, fit in head["fits"].items() or [("none", None)]:
+            ci = (fit or {}).get("ci") or {}
+            mse_fit = gaussian.get((head["regime"], method)) or {}
+            rows.append({
+                "Regime": head["regime"], "Head": head["objective"], "Method": method,
+                "Best bits (size)": f"{fmt(head['best_bits'])} ({head['best_size']})",
+                "Fitted floor c, bits": (with_ci(fit["c"], ci.get("c"))
+                                         if fit and fit["status"] != "error" else "no fit"),
+                "½ log₂(2πe c) of the MSE fit": (fmt(mse_fit["bits"]) if mse_fit else "n/a"),
+            })
+    return Table("tbl-heads", pl.DataFrame(rows))
+
+
 def published_table(rep: ReportData) -> Table:
     """The published numbers (labelled) beside our grid and Huber fits of the same regimes."""
     numbers = rep.numbers

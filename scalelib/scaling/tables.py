@@ -15,6 +15,7 @@ from scalelib.errors import ScalelibError
 from scalelib.fitrules import (
     BASELINE_KEYS,
     CI_NAMES,
+    MSE_OBJECTIVE,
     TRANSFORMER,
     run_context,
     scaling_row_mask,
@@ -97,7 +98,7 @@ def matching_baselines(runs: pl.DataFrame, baselines: pl.DataFrame) -> pl.DataFr
 
 
 def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs that the fits against P use: per dataset, the runs at its largest D.
+    """Finished MSE runs that the fits against P use: per dataset, the runs at its largest D.
 
     A data-size sweep adds runs at smaller nested training sets to a dataset; the scaling fits
     in P use only the runs that saw the whole training set (the largest ``n_train_cells`` of
@@ -109,14 +110,14 @@ def scaling_rows(results: pl.DataFrame) -> pl.DataFrame:
     results
         Results table.
     """
-    keys = [c for c in ("status", "model_family", "best_val_mse", "n_train_cells",
+    keys = [c for c in ("status", "model_family", "objective", "best_val_mse", "n_train_cells",
                         "dataset_fingerprint", "dataset") if c in results.columns]
     mask = scaling_row_mask(results.select(keys).to_dicts())
     return results.filter(pl.Series(mask, dtype=pl.Boolean))
 
 
 def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
-    """Finished runs of datasets trained at more than one training-set size D (data sweeps).
+    """Finished MSE runs of datasets trained at more than one training-set size D (data sweeps).
 
     Parameters
     ----------
@@ -124,6 +125,8 @@ def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
         Results table.
     """
     rows = transformer_rows(ok_rows(results)).filter(pl.col("best_val_mse").is_not_null())
+    if "objective" in rows.columns:  # the joint fits are of MSE runs
+        rows = rows.filter(pl.col("objective").fill_null(MSE_OBJECTIVE) == MSE_OBJECTIVE)
     several = pl.col("n_train_cells").n_unique().over("dataset_fingerprint") > 1
     return rows.filter(several)
 

@@ -194,9 +194,10 @@ def point_prediction(objective: str, outputs: torch.Tensor, targets: Targets,
 def expected_log1p(mean: torch.Tensor, theta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``E[log1p(scale * K)]`` for ``K`` negative binomial, by summing its probabilities.
 
-    The sum runs over counts ``0..K_max`` with ``K_max`` about twelve standard deviations
-    above the largest mean of a chunk (at most :data:`MAX_COUNT_GRID`); the probability
-    beyond it is put at ``K_max``.
+    The sum runs over counts ``0..K_max`` with ``K_max`` twelve standard deviations above the
+    mean (at most :data:`MAX_COUNT_GRID`); the probability beyond it is put at ``K_max``.
+    Positions are taken in order of ``K_max``, in chunks, so each chunk sums over a grid no
+    longer than its own largest ``K_max``.
 
     Parameters
     ----------
@@ -205,14 +206,16 @@ def expected_log1p(mean: torch.Tensor, theta: torch.Tensor, scale: torch.Tensor)
     scale
         Factor of each count inside the log, shape ``(n,)`` (``target_sum / library``).
     """
+    reach = (mean + 12 * torch.sqrt(mean + mean.square() / theta)).clamp(max=MAX_COUNT_GRID)
+    order = torch.argsort(reach)
     out = torch.empty_like(mean)
     chunk = 4096
     for start in range(0, len(mean), chunk):
-        m, t, s = (x[start:start + chunk] for x in (mean, theta, scale))
-        spread = torch.sqrt(m + m.square() / t)
-        top = int(min(MAX_COUNT_GRID, math.ceil(float((m + 12 * spread).max())) + 16))
-        grid = torch.arange(top + 1, dtype=m.dtype, device=m.device).unsqueeze(-1)
-        probs = negative_binomial(m, t).log_prob(grid).exp()  # (top + 1, n)
+        index = order[start:start + chunk]
+        top = int(math.ceil(float(reach[index].max()))) + 16
+        grid = torch.arange(min(top, MAX_COUNT_GRID) + 1, dtype=mean.dtype,
+                            device=mean.device).unsqueeze(-1)
+        probs = negative_binomial(mean[index], theta[index]).log_prob(grid).exp()  # (K + 1, n)
         probs[-1] = (1.0 - probs[:-1].sum(dim=0)).clamp(min=0.0)
-        out[start:start + chunk] = (probs * torch.log1p(s * grid)).sum(dim=0)
+        out[index] = (probs * torch.log1p(scale[index] * grid)).sum(dim=0)
     return out

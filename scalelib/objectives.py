@@ -212,7 +212,7 @@ def expected_log1p(mean: torch.Tensor, theta: torch.Tensor, scale: torch.Tensor)
     chunk = 4096
     for start in range(0, len(mean), chunk):
         index = order[start:start + chunk]
-        top = int(math.ceil(float(reach[index].max()))) + 16
+        top = math.ceil(float(reach[index].max())) + 16
         grid = torch.arange(min(top, MAX_COUNT_GRID) + 1, dtype=mean.dtype,
                             device=mean.device).unsqueeze(-1)
         probs = negative_binomial(mean[index], theta[index]).log_prob(grid).exp()  # (K + 1, n)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy import stats
 
-from scalelib.cli import main
 from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, ModelSize, Regime
 from scalelib.data.preprocess import simulate_dataset
 from scalelib.data.store import COUNTS_FILE, load_dataset
@@ -25,7 +24,6 @@ from scalelib.objectives import (
     point_prediction,
 )
 from scalelib.pergene import pergene_table
-from scalelib.report import load_report, pergene_figure, prepare_report
 from scalelib.scaling import fit_groups
 from scalelib.sweep import plan_runs, run_sweep
 from scalelib.train import train
@@ -166,27 +164,6 @@ def test_sweeps_keep_objectives_apart_in_ids_rows_and_fits(dataset, tmp_path):
     assert [fit.group["objective"] for fit in by_objective] == ["gaussian", "mse"]
     bits = fit_groups(table, y="best_val_bits", by=["regime"], methods=["grid"])
     assert len(bits) == 1 and bits[0].group == {"regime": "rich"}
-
-
-def test_pergene_command_and_report_keep_heads_apart(dataset, tmp_path, capsys):
-    for objective in ("mse", "gaussian"):
-        run_sweep(plan_runs(dataset, SMOKE_LADDER, CONFIG.with_(objective=objective)), tmp_path,
-                  progress=False, baselines=False)
-    assert main(["pergene", "--sweep", str(tmp_path), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert sorted({row["objective"] for row in summary}) == ["gaussian", "mse"]
-    assert len(summary) == 2 * len(SMOKE_LADDER)
-    genes = pl.read_parquet(tmp_path / "pergene.parquet")
-    for _, run in genes.group_by("run_id"):
-        assert run["error_share"].sum() == pytest.approx(1.0)
-        assert (run["squared_error_sum"].sum() / run["n_masked"].sum()
-                == pytest.approx(run["best_val_mse"][0], rel=1e-9))
-    numbers = prepare_report(tmp_path, tmp_path / "report", n_bootstrap=0).numbers
-    assert numbers["regimes"][0]["n_runs"] == len(SMOKE_LADDER)  # the MSE fits use MSE runs
-    (head,) = numbers["likelihood"]
-    assert head["objective"] == "gaussian" and len(head["bits"]) == len(SMOKE_LADDER)
-    assert len(numbers["pergene"]) == 2 * len(SMOKE_LADDER)
-    assert pergene_figure(load_report(tmp_path / "report")).png.exists()
 
 
 def test_pergene_rescores_runs_that_predate_per_gene_files(dataset, tmp_path):

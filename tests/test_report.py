@@ -627,3 +627,39 @@ def test_code_spans_hold_any_text():
         fence = re.match(r"`+", span).group()
         assert span.endswith(fence) and fence not in span[len(fence):-len(fence)]
         assert span[len(fence):-len(fence)].strip(" ") == text
+
+
+def test_heads_and_per_gene_sections_show_their_data(tmp_path, capsys):
+    """An MSE and a Gaussian ladder with a per-gene table: the per-gene command summarises every
+    best run, the fits in P use the MSE runs, and the report draws the heads table and the
+    per-gene figure."""
+    from scalelib.cli import main
+    from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
+    from scalelib.data.preprocess import simulate_dataset
+    from scalelib.sweep import plan_runs, run_sweep
+
+    dataset = simulate_dataset(Regime("rich", n_genes=24, n_cells=600), seed=1)
+    config = TRAIN_PRESETS["smoke"].with_(max_steps=12, eval_every=4)
+    sweep = tmp_path / "sweep"
+    for objective in ("mse", "gaussian"):
+        run_sweep(plan_runs(dataset, SMOKE_LADDER, config.with_(objective=objective)), sweep,
+                  progress=False)
+    assert main(["pergene", "--sweep", str(sweep), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(row["objective"] for row in summary) == ["gaussian"] * 3 + ["mse"] * 3
+    genes = pl.read_parquet(sweep / "pergene.parquet")
+    for _, run in genes.group_by("run_id"):
+        assert run["error_share"].sum() == pytest.approx(1.0)
+        assert (run["squared_error_sum"].sum() / run["n_masked"].sum()
+                == pytest.approx(run["best_val_mse"][0], rel=1e-9))
+    prepared = report.prepare_report(sweep, tmp_path / "_data", n_bootstrap=0)
+    assert prepared.numbers["regimes"][0]["n_runs"] == len(SMOKE_LADDER)  # MSE runs only
+    (head,) = prepared.numbers["likelihood"]
+    assert head["objective"] == "gaussian" and len(head["bits"]) == len(SMOKE_LADDER)
+    text = report_text(prepared.out_dir)
+    assert "gaussian head" in text and "{#tbl-heads}" in text
+    cells, _, _ = run_report(prepared.out_dir)
+    figures = [part for cell in cells for part in cell["displayed"]
+               if isinstance(part, report.Figure)]
+    assert [figure.label for figure in figures] == ["fig-pergene"]
+    assert figures[0].png.is_file()

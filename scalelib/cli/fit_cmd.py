@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit y = a x^-alpha + c to the points of a CSV or parquet table, one "
         "point per row. Rows of a table with a text status column are used only when "
         "status is 'ok'. bits = 0.5 log2(2 pi e c) per masked gene (c taken as the "
-        "variance of Gaussian noise).",
+        "variance of Gaussian noise); with --y best_val_bits (likelihood heads) c is "
+        "itself in bits.",
     )
     parser.add_argument("table", type=Path, metavar="TABLE",
                         help="CSV, TSV or parquet table (e.g. a sweep's results.parquet)")
@@ -164,7 +165,8 @@ def _summary(fits: list[PowerLawFit], args: argparse.Namespace) -> str:
         if fit.group:
             lines.append("  " + ", ".join(f"{k}={v}" for k, v in fit.group.items()))
         lines.append(f"    runs    {fit.n_runs} at {fit.n_x} distinct {args.x}")
-        for name in ("alpha", "a", "c", "bits"):
+        in_bits = args.y.endswith("_bits")  # a likelihood head's bits: c is already in bits
+        for name in ("alpha", "a", "c") if in_bits else ("alpha", "a", "c", "bits"):
             value = getattr(fit, name)
             text = f"    {name:<7} {value:.4g}"
             if fit.ci and name in fit.ci:
@@ -172,6 +174,8 @@ def _summary(fits: list[PowerLawFit], args: argparse.Namespace) -> str:
                 text += f"   {fit.ci_level:.0%} CI [{low:.4g}, {high:.4g}]"
             if name == "bits":
                 text += "   per masked gene (Gaussian noise of variance c)"
+            if name == "c" and in_bits:
+                text += "   bits per masked gene (the floor of the fitted bits)"
             lines.append(text)
         lines.append(f"    r2      {fit.r2:.4f} (method's own)   r2_log {fit.r2_log:.4f}")
         if fit.n_bootstrap:

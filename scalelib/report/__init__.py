@@ -20,8 +20,8 @@ from scalelib.report.figures import (
     Figure,
     data_size_figure,
     html_head,
-    probe_figure,
     pergene_figure,
+    probe_figure,
     scaling_figure,
     test_val_figure,
 )

@@ -79,6 +79,8 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "best_val_bits": (pl.Float64, ("validation NLL per masked gene in bits at the best checkpoint "
                       "(likelihood objectives; null for mse)")),
     "test_bits": (pl.Float64, "test NLL per masked gene in bits (likelihood objectives)"),
+    "subsample": (pl.Utf8, ("how the nested training subset was drawn: random, rebalanced or "
+                  "geosketch (scalelib.data.subsample)")),
 }
 
 RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
@@ -86,7 +88,8 @@ RESULT_COLUMNS = tuple(RESULTS_SCHEMA)
 LATER_COLUMNS: dict[str, object] = {"budget_mode": "fixed", "converged": None,
                                     "val_improvement": None, "model_family": TRANSFORMER,
                                     "setting": None, "world_size": 1, "objective": "mse",
-                                    "best_val_bits": None, "test_bits": None}
+                                    "best_val_bits": None, "test_bits": None,
+                                    "subsample": "random"}
 CHECKSUM_COLUMN = "row_sha256"
 
 

@@ -127,10 +127,12 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """A short human label: regime, size, seed, data size and a likelihood objective."""
+        """A short human label: regime, size, seed, data size, a likelihood objective and
+        (when not random) how the training subset was drawn."""
         data = f" D={self.n_train}" if self.n_train else ""
         objective = "" if self.config.objective == "mse" else f" {self.config.objective}"
-        return f"{self.dataset.regime} {self.size.name} seed {self.seed}{data}{objective}"
+        drawn = f" {self.dataset.subsample}" if self.dataset.subsample != "random" else ""
+        return f"{self.dataset.regime} {self.size.name} seed {self.seed}{data}{objective}{drawn}"
 
 
 def plan_runs(
@@ -140,8 +142,10 @@ def plan_runs(
     *,
     seeds: Sequence[int] = (0,),
     train_sizes: Sequence[int] | None = None,
+    subsamples: Sequence[str] | None = None,
 ) -> list[RunSpec]:
-    """All combinations of sizes x seeds (x nested training sizes), smallest models first.
+    """All combinations of sizes x seeds (x nested training sizes x subsample strategies),
+    smallest models first.
 
     Parameters
     ----------
@@ -155,6 +159,10 @@ def plan_runs(
         Run seeds.
     train_sizes
         Nested training-subset sizes for a data-size sweep (None: all training cells).
+    subsamples
+        Strategies drawing the nested subsets, each an order the dataset holds (None: the
+        dataset's own, ``dataset.subsample``); at the whole training set every strategy has
+        the same cells, so those runs repeat one another under each strategy's label.
     """
     if not sizes:
         raise ScalelibError("no model sizes to run; pass at least one size")
@@ -168,8 +176,10 @@ def plan_runs(
             f"data size(s) {too_big} exceed the {available} training cells of the dataset; "
             "drop them or build a larger dataset"
         )
+    views = [dataset.subsampled(name) for name in dict.fromkeys(subsamples or [])] or [dataset]
     return [
-        RunSpec(dataset, size, seed, n_train, config)
+        RunSpec(view, size, seed, n_train, config)
+        for view in views
         for n_train in data_sizes
         for size in sizes
         for seed in seeds
@@ -473,6 +483,7 @@ def _dataset_columns(dataset: ExpressionDataset, n_train: int | None) -> dict:
         "n_train_cells": n_train or dataset.n_cells("train"),
         "n_val_cells": dataset.n_cells("val"),
         "n_test_cells": dataset.n_cells("test"),
+        "subsample": dataset.subsample,
     }
 
 

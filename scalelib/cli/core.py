@@ -164,6 +164,10 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (0)")
     parser.add_argument("--train-sizes", type=positive_int_list,
                         help="nested training-set sizes for a data-size sweep (e.g. 1000,4000)")
+    parser.add_argument("--subsample", type=name_list, metavar="STRATEGIES",
+                        help="how the nested training subsets are drawn, each an order the "
+                        "dataset holds: random, rebalanced, geosketch (default: those the "
+                        "dataset was built with); one sweep, one table, a row per strategy")
     parser.add_argument("--out", type=Path, default=Path("data/sweeps/default"),
                         help="sweep directory (default data/sweeps/default)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
@@ -223,7 +227,8 @@ def _plan_sweep(args: argparse.Namespace, config: TrainConfig) -> list[RunSpec]:
         dataset = load_dataset(args.data, obs_columns=() if args.memmap else None)
     else:
         dataset = load_or_simulate(args.simulate, args.regime_preset, args.out / "datasets")
-    return plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes)
+    return plan_runs(dataset, sizes, config, seeds=args.seeds, train_sizes=args.train_sizes,
+                     subsamples=args.subsample or dataset.built_subsamples)
 
 
 def _sweep_in_group(args: argparse.Namespace, config: TrainConfig) -> int:
@@ -272,13 +277,14 @@ def _print_sweep(table: pl.DataFrame, out: Path, n_trained: int, n_planned: int)
     from scalelib.scaling import baseline_rows, matching_baselines
 
     bits = ["best_val_bits"] if table["best_val_bits"].is_not_null().any() else []
-    print_table(table.select("regime", "size", "params", "seed", "n_train_cells", "steps",
+    print_table(table.select("regime", "subsample", "size", "params", "seed", "n_train_cells", "steps",
                              "best_val_mse", *bits, "test_mse", "baseline_val_mse", "status"))
     baselines = matching_baselines(table, baseline_rows(read_results(out / "results.parquet")))
     if baselines.height:
         print("baselines (fitted on the training cells, scored on the same masks):")
-        print_table(baselines.select("n_train_cells", "model_family", "setting", "best_val_mse",
-                                     "test_mse").sort("n_train_cells", "best_val_mse"))
+        print_table(baselines.select("subsample", "n_train_cells", "model_family", "setting",
+                                     "best_val_mse", "test_mse")
+                    .sort("subsample", "n_train_cells", "best_val_mse"))
     finished = table.filter(pl.col("status") == "ok")
     if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalelib.cli.core import int_list
+from scalelib.cli.core import int_list, name_list
 from scalelib.config import PAPER_REGIMES, Regime
 from scalelib.errors import ScalelibError
 
@@ -67,6 +67,13 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--stratify", default="cell_type",
                         help="obs column whose proportions each split keeps (cell_type; "
                              "without that column the split is random, as the summary notes)")
+    parser.add_argument("--subsample", type=name_list, default=["random"],
+                        help="how the nested training subsets of --cells are drawn, one order "
+                             "per strategy: random (default), rebalanced (towards equal shares "
+                             "of --balance-by), geosketch (geometric sketches of a PCA); e.g. "
+                             "random,rebalanced,geosketch")
+    parser.add_argument("--balance-by", metavar="COL",
+                        help="obs column that rebalanced evens out (default: --stratify)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     mixture = parser.add_argument_group("mixture source (known floor)")
@@ -101,7 +108,12 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from scalelib.data.store import check_writable
+    from scalelib.data.subsample import check_strategies
 
+    args.subsample = check_strategies(args.subsample, balance_by=args.balance_by or args.stratify)
+    if args.balance_by and "rebalanced" not in args.subsample:
+        raise ScalelibError("--balance-by applies to rebalanced subsets; add rebalanced to "
+                            "--subsample or drop --balance-by")
     regime = PAPER_REGIMES[args.regime] if args.regime else None
     n_genes = args.genes if args.genes is not None else (regime.n_genes if regime else None)
     _check_mixture_options(args)
@@ -120,7 +132,8 @@ def _build(args: argparse.Namespace) -> int:
 def _build_dataset(args: argparse.Namespace, n_genes: int, sizes: list[int] | None,
                    label: str, spill_dir: Path) -> ExpressionDataset:
     source = args.source
-    common = {"seed": args.seed, "holdout": args.holdout, "stratify": args.stratify or None}
+    common = {"seed": args.seed, "holdout": args.holdout, "stratify": args.stratify or None,
+              "subsample": args.subsample, "balance_by": args.balance_by}
     if source == "census" or source.startswith("soma:"):
         return _build_from_soma(args, n_genes, sizes, label, spill_dir, common)
     _refuse_census_options(args)
@@ -156,6 +169,8 @@ def _build_from_soma(args: argparse.Namespace, n_genes: int, sizes: list[int] | 
         None if args.include_secondary else DEFAULT_OBS_FILTER, tissue=args.tissue,
         assay=args.assay, disease=args.disease, extra=args.obs_filter,
     )
+    if common["balance_by"] is None and "rebalanced" in common["subsample"]:
+        common = {**common, "balance_by": common["stratify"]}
     return build_census_dataset(
         n_genes, _need_sizes(sizes, "the Census"), uri=uri,
         census_version=args.census_version or DEFAULT_CENSUS_VERSION, organism=args.organism,
@@ -225,6 +240,8 @@ def _print_built(out: Path, dataset: ExpressionDataset) -> None:
         print(f"  {line}")
     sizes = manifest.get("train_sizes") or []
     hint = f" --train-sizes {','.join(map(str, sizes))}" if len(sizes) > 1 else ""
+    strategies = dataset.built_subsamples
+    hint += f" --subsample {','.join(strategies)}" if strategies != ["random"] else ""
     print(f"train on it: scalelib sweep --data {out}{hint}")
 
 
@@ -256,6 +273,10 @@ def _describe(manifest: dict, fingerprint: str) -> list[str]:
                      f"{val['mse']:.4f} (se {val['mse_se']:.4f}) and {val['bits']:.3f} bits per "
                      f"masked gene on the validation masks; population {population['mse']:.4f}"
                      f" and {population['bits']:.3f} bits")
+    subsample = manifest.get("subsample") or {"strategies": ["random"]}
+    balance = (f" (rebalanced by {subsample['balance_by']})"
+               if subsample.get("balance_by") else "")
+    lines.append(f"subsets drawn by: {', '.join(subsample['strategies'])}{balance}")
     lines.append(f"fingerprint: {fingerprint}")
     return lines
 

@@ -16,10 +16,12 @@ ends here with the cells it drew, their metadata and their raw counts as :class:
    cell with no counts over the selected genes has no size factor:
    it is dropped from its split (the manifest counts such cells);
 4. orders the training cells at random (``train_rank``): the first ``D`` form the nested
-   training subset of size ``D``, so every data size shares one gene list, val and test set.
+   training subset of size ``D``, so every data size shares one gene list, val and test set;
+   each further subsample strategy asked for (``rebalanced``, ``geosketch``, see
+   :mod:`scalelib.data.subsample`) adds its own order ``train_rank_<strategy>``.
 
-Independent child seeds of ``seed`` drive the draw (done by the source), the split and the
-training order. Memory: one block of counts at a time plus the final dense matrix.
+Independent child seeds of ``seed`` drive the draw (done by the source), the split, the
+random training order and each other strategy's order. Memory: one block of counts at a time plus the final dense matrix.
 """
 
 from __future__ import annotations
@@ -41,11 +43,19 @@ from scalelib.data.splits import (
     train_rank,
 )
 from scalelib.data.store import ExpressionDataset
+from scalelib.data.subsample import (
+    check_strategies,
+    checkpoints,
+    geosketch_order,
+    rank_column,
+    rebalanced_order,
+    subsample_record,
+)
 from scalelib.provenance import code_version, package_versions
 
 TARGET_SUM = 1e4
 GENE_ID_COLUMNS = ("gene_ids", "gene_id", "feature_id")
-RESERVED_OBS = ("cell_id", "split", "train_rank")
+RESERVED_OBS = ("cell_id", "split", "train_rank")  # and train_rank_<anything>
 NORMALISE_ROWS = 4096  # rows per block of the normalisation pass
 
 
@@ -64,6 +74,8 @@ def assemble_dataset(
     provenance: dict,
     manifest_extra: dict | None = None,
     extra_packages: Sequence[str] = (),
+    subsample: Sequence[str] = ("random",),
+    balance_by: str | None = None,
 ) -> ExpressionDataset:
     """Build a dataset from the raw counts of the drawn cells (steps in the module docstring).
 
@@ -94,6 +106,11 @@ def assemble_dataset(
         Further top-level manifest entries (the Census version and obs filter).
     extra_packages
         Further distributions whose versions the manifest records (``tiledbsoma``).
+    subsample
+        Strategies whose training orders the dataset holds (:mod:`scalelib.data.subsample`);
+        the random order is always written, as ``train_rank``.
+    balance_by
+        Obs column whose groups the ``rebalanced`` order evens out.
 
     Returns
     -------
@@ -102,6 +119,7 @@ def assemble_dataset(
         genes in HVG-rank order, obs with split and train_rank, var, manifest and HVG table.
     """
     fractions = check_fractions(split_fractions)
+    strategies = check_strategies(subsample, obs, balance_by)
     _, split_rng, rank_rng = child_rngs(seed, 3)
     split, split_info = assign_splits(obs, fractions, split_rng, stratify, holdout)
     hvg = seurat_v3(lambda: counts.blocks(split == "train"), var.index, n_genes)
@@ -110,6 +128,10 @@ def assemble_dataset(
     dropped = {name: int(((split == name) & ~kept).sum()) for name in SPLITS}
     split = split[kept]
     var_selected = var.drop(columns=list(HVG_COLUMNS), errors="ignore").loc[genes]
+    train_sizes = nested_train_sizes(sizes, int((split == "train").sum()))
+    sketch_sizes = checkpoints(train_sizes, int((split == "train").sum()))
+    orders = {"random": train_rank(split, rank_rng), **strategy_orders(
+        strategies, values, split, obs[kept], balance_by, sketch_sizes, seed)}
     manifest = {
         "source": provenance.get("source", "anndata"),
         **(manifest_extra or {}),
@@ -118,20 +140,60 @@ def assemble_dataset(
         "seed": seed,
         "n_genes": n_genes,
         "cells_drawn": sizes,
-        "train_sizes": nested_train_sizes(sizes, int((split == "train").sum())),
+        "train_sizes": train_sizes,
+        "subsample": subsample_record(strategies, balance_by, sketch_sizes),
         "split": split_info,
         "preprocessing": preprocessing_record(
             n_genes, int(split_info["n_cells"]["train"]), gene_id_column(var), dropped),
-        "versions": versions(*extra_packages),
+        "versions": versions(*extra_packages,
+                             *(["geosketch"] if "geosketch" in strategies else [])),
     }
     return ExpressionDataset(
         X=values,
-        obs=obs_table(obs[kept], split, train_rank(split, rank_rng)),
+        obs=obs_table(obs[kept], split, orders),
         var=var_table(var_selected.join(hvg.loc[genes, list(HVG_COLUMNS)])),
         manifest=manifest,
         hvg=hvg_table(hvg, var),
         counts=raw,
     )
+
+
+def strategy_orders(strategies: Sequence[str], values: np.ndarray, split: np.ndarray,
+                    obs: pd.DataFrame, balance_by: str | None, sketch_sizes: Sequence[int],
+                    seed: int) -> dict[str, np.ndarray]:
+    """Training order per strategy other than random, -1 outside train.
+
+    Parameters
+    ----------
+    strategies
+        Checked strategy names (see :func:`scalelib.data.subsample.check_strategies`).
+    values
+        Normalised expression of the kept cells.
+    split
+        Split label per kept cell.
+    obs
+        Metadata of the kept cells (for ``balance_by``).
+    balance_by
+        Column the ``rebalanced`` order evens out.
+    sketch_sizes
+        Checkpoints of the ``geosketch`` order.
+    seed
+        Dataset seed; child streams 3 (rebalanced) and 4 (geosketch) draw the orders.
+    """
+    train = np.flatnonzero(split == "train")
+    rebalanced_rng, geosketch_rng = child_rngs(seed, 5)[3:]
+    orders = {}
+    for strategy in strategies:
+        if strategy == "rebalanced":
+            labels = obs[balance_by].astype(str).to_numpy()[train]
+            ranks = rebalanced_order(labels, rebalanced_rng)
+        elif strategy == "geosketch":
+            ranks = geosketch_order(values[train], sketch_sizes, geosketch_rng)
+        else:
+            continue
+        orders[strategy] = np.full(len(split), -1, dtype=np.int64)
+        orders[strategy][train] = ranks
+    return orders
 
 
 def normalise_selected(counts: CountRows,
@@ -291,12 +353,13 @@ def var_table(var: pd.DataFrame) -> pl.DataFrame:
     return table
 
 
-def obs_table(obs: pd.DataFrame, split: np.ndarray, rank: np.ndarray) -> pl.DataFrame:
-    """``cell_id``, ``split``, ``train_rank``, then the source metadata.
+def obs_table(obs: pd.DataFrame, split: np.ndarray,
+              rank: np.ndarray | dict[str, np.ndarray]) -> pl.DataFrame:
+    """``cell_id``, ``split``, ``train_rank`` (and further orders), then the source metadata.
 
     Float columns stay floats; every other column (labels, integer IDs, flags) becomes a
     string column with nulls for missing values. Source columns named like the reserved ones
-    are kept as ``source_<name>``.
+    (or starting with ``train_rank``) are kept as ``source_<name>``.
 
     Parameters
     ----------
@@ -305,15 +368,18 @@ def obs_table(obs: pd.DataFrame, split: np.ndarray, rank: np.ndarray) -> pl.Data
     split
         Split label per cell.
     rank
-        Training rank per cell (:func:`scalelib.data.splits.train_rank`).
+        Training rank per cell (:func:`scalelib.data.splits.train_rank`), or one per
+        subsample strategy (``{"random": ..., "geosketch": ...}``).
     """
+    ranks = rank if isinstance(rank, dict) else {"random": rank}
     columns = [
         pl.Series("cell_id", np.asarray(obs.index, dtype=str)),
         pl.Series("split", split.astype(str)),
-        pl.Series("train_rank", rank),
+        *(pl.Series(rank_column(name), values) for name, values in ranks.items()),
     ]
     for name, values in obs.items():
-        name = f"source_{name}" if name in RESERVED_OBS else str(name)
+        reserved = name in RESERVED_OBS or str(name).startswith("train_rank")
+        name = f"source_{name}" if reserved else str(name)
         if pd.api.types.is_float_dtype(values.dtype):
             columns.append(pl.Series(name, values.to_numpy(dtype=np.float64)))
         else:

@@ -68,6 +68,7 @@ from scalelib.data.splits import (
     draw_positions,
 )
 from scalelib.data.store import ExpressionDataset, hash_strings
+from scalelib.data.subsample import check_strategies
 from scalelib.errors import ScalelibError
 
 if TYPE_CHECKING:  # optional, heavy package: imported at run time by import_census only
@@ -107,6 +108,8 @@ def build_census_dataset(
     chunk_cells: int = CHUNK_CELLS,
     spill_dir: str | Path | None = None,
     progress: bool = True,
+    subsample: Sequence[str] = ("random",),
+    balance_by: str | None = None,
 ) -> ExpressionDataset:
     """Draw cells from the Census (or a SOMA store in its layout) and build a dataset.
 
@@ -140,6 +143,9 @@ def build_census_dataset(
         put it on the disk that will hold the dataset.
     progress
         Show progress bars.
+    subsample, balance_by
+        Strategies of the nested training orders and the column ``rebalanced`` evens out
+        (see :mod:`scalelib.data.subsample`).
 
     Returns
     -------
@@ -151,13 +157,16 @@ def build_census_dataset(
         raise ScalelibError("chunk_cells must be a positive integer")
     soma, census_module = import_census()
     fractions = check_fractions(split_fractions)
+    strategies = check_strategies(subsample, balance_by=balance_by)
+    balanced = balance_by if "rebalanced" in strategies else None
     with open_census(census_module, soma, uri=uri, census_version=census_version) as census:
         experiment = experiment_of(census, organism, uri)
         check_obs_column(experiment, holdout, "hold out groups of")
+        check_obs_column(experiment, balanced, "rebalance by")
         joinids = matching_cells(experiment, obs_filter, progress)
         sizes = cell_sizes(n_cells, len(joinids), what="the obs filter matches")
         drawn = joinids[draw_positions(len(joinids), sizes[-1], child_rngs(seed, 3)[0])]
-        obs = read_obs(experiment, drawn, (stratify, holdout))
+        obs = read_obs(experiment, drawn, (stratify, holdout, balanced))
         # the builder splits again (same seed); this fails a bad design before any counts
         assign_splits(obs, fractions, child_rngs(seed, 3)[1], stratify, holdout)
         var, renamed = read_var(experiment)
@@ -180,6 +189,7 @@ def build_census_dataset(
                 provenance=provenance, extra_packages=("tiledbsoma", "cellxgene-census"),
                 manifest_extra={"census_version": version, "obs_filter": obs_filter,
                                 "query": query},
+                subsample=strategies, balance_by=balanced,
             )
 
 

@@ -42,6 +42,7 @@ from scalelib.data.splits import (
     train_rank,
 )
 from scalelib.data.store import HVG_TABLE_COLUMNS, ExpressionDataset, is_dataset_dir, load_dataset
+from scalelib.data.subsample import check_strategies
 from scalelib.errors import ScalelibError
 from scalelib.locks import file_lock
 
@@ -57,6 +58,8 @@ def build_dataset(
     split_fractions: Sequence[float] = (0.9, 0.05, 0.05),
     regime: str = "custom",
     provenance: dict | None = None,
+    subsample: Sequence[str] = ("random",),
+    balance_by: str | None = None,
 ) -> ExpressionDataset:
     """Build a training dataset from raw UMI counts held in memory.
 
@@ -86,7 +89,14 @@ def build_dataset(
         Regime label recorded in the manifest.
     provenance
         Source description for the manifest; defaults to ``counts.uns["scalelib"]``.
+    subsample
+        Strategies whose nested training orders the dataset holds: ``random`` (always
+        written), ``rebalanced``, ``geosketch`` (see :mod:`scalelib.data.subsample`).
+    balance_by
+        Obs column whose groups ``rebalanced`` evens out (default: ``stratify``).
     """
+    balance_by = balance_by or stratify
+    check_strategies(subsample, counts.obs, balance_by)
     check_counts(counts.X, "counts X")
     check_names(counts, "counts")
     sizes = cell_sizes(n_cells, counts.n_obs)
@@ -98,6 +108,7 @@ def build_dataset(
         stratify=stratify, holdout=holdout, split_fractions=tuple(split_fractions),
         regime=regime,
         provenance=plain(provenance or counts.uns.get("scalelib") or {"source": "anndata"}),
+        subsample=subsample, balance_by=balance_by if "rebalanced" in subsample else None,
     )
 
 
@@ -112,6 +123,8 @@ def simulate_dataset(
     n_donors: int = 8,
     stratify: str | None = "cell_type",
     holdout: str | None = None,
+    subsample: Sequence[str] = ("random",),
+    balance_by: str | None = None,
 ) -> ExpressionDataset:
     """Simulate raw counts for a regime and preprocess them exactly as real data.
 
@@ -129,6 +142,8 @@ def simulate_dataset(
         Structure of the simulation (see :func:`simulate_counts`).
     stratify, holdout
         Split design (see :func:`build_dataset`), e.g. ``holdout="donor"``.
+    subsample, balance_by
+        Strategies of the nested training orders (see :func:`build_dataset`).
     """
     sizes = cell_sizes(regime.n_cells if n_cells is None else n_cells, None)
     counts = simulate_counts(
@@ -137,7 +152,7 @@ def simulate_dataset(
     )
     return build_dataset(
         counts, regime.n_genes, n_cells=sizes, seed=seed, stratify=stratify, holdout=holdout,
-        regime=regime.name,
+        regime=regime.name, subsample=subsample, balance_by=balance_by,
     )
 
 

@@ -11,6 +11,8 @@ DIR/
   obs.parquet     one row per cell, in the row order of X: cell_id, split
                   ("train" | "val" | "test"), train_rank (position in the seeded training
                   order, -1 outside train; the first D ranks form the nested subset of size D),
+                  train_rank_<strategy> for each further subsample strategy the dataset was
+                  built with (rebalanced, geosketch: scalelib.data.subsample),
                   and whatever metadata the source had (cell_type, donor_id, dataset_id, ...)
   var.parquet     one row per gene in vocabulary order: gene_id, gene_name, and the
                   highly-variable-gene statistics when known (means, variances, variances_norm,
@@ -29,7 +31,14 @@ The manifest records at least ``format_version``, ``source``, ``seed``, ``regime
 ``n_genes``, ``n_cells`` (per split), ``train_sizes`` (the nested training sizes), ``genes`` and
 ``gene_ids`` (vocabulary order), ``cell_ids_sha256`` (hash of the cell IDs in row order) and
 ``fingerprint`` (content hash used in run IDs); Census and SOMA sources add
-``census_version`` and ``obs_filter``.
+``census_version`` and ``obs_filter``; ``subsample`` lists the strategies whose training
+orders the dataset holds (``{"strategies": ["random"]}`` when absent).
+
+An :class:`ExpressionDataset` reads its training subsets through one strategy's order
+(``subsample``, random by default; :meth:`ExpressionDataset.subsampled` gives the same data
+through another). The random view's fingerprint is the dataset's; another strategy's hashes
+the dataset's fingerprint with that strategy's order, so its runs never share IDs with the
+random ones.
 
 The manifest also records ``files``: the size and SHA-256 of each data file (and, for
 ``X.npy``, a hash of sampled blocks). Loading checks them, so a dataset changed after its build
@@ -43,6 +52,8 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +67,7 @@ import numpy as np
 import polars as pl
 
 from scalelib.atomic import current_umask
+from scalelib.data.subsample import STRATEGIES, rank_column
 from scalelib.errors import ScalelibError, read_failures
 
 FORMAT_VERSION = 1
@@ -89,6 +101,9 @@ class ExpressionDataset:
         the training cells, with a ``selected`` flag (see the module docstring).
     counts
         Optional raw counts behind ``X`` (integers, same shape; possibly a memory map).
+    subsample
+        The strategy whose training order defines the nested training subsets (its obs
+        column is ``train_rank`` for random, ``train_rank_<strategy>`` otherwise).
     """
 
     X: np.ndarray
@@ -97,12 +112,18 @@ class ExpressionDataset:
     manifest: dict = field(default_factory=dict)
     hvg: pl.DataFrame | None = None
     counts: np.ndarray | None = None
+    subsample: str = "random"
 
     def __post_init__(self) -> None:
         _check_tables(self.X, self.obs, self.var)
         if self.counts is not None and self.counts.shape != self.X.shape:
             raise ScalelibError(f"counts shape {self.counts.shape} differs from the expression "
                                 f"matrix's {self.X.shape}")
+        if rank_column(self.subsample) not in self.obs.columns:
+            raise ScalelibError(
+                f"this dataset holds no {self.subsample!r} training order (it has "
+                f"{', '.join(self.subsamples)}); rebuild it with `scalelib data build ... "
+                f"--subsample {self.subsample}`")
         if self.hvg is not None:
             missing = [c for c in HVG_TABLE_COLUMNS if c not in self.hvg.columns]
             if missing:
@@ -128,10 +149,38 @@ class ExpressionDataset:
         """Source label recorded in the manifest (``"unknown"`` when absent)."""
         return str(self.manifest.get("source", "unknown"))
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Short content hash: cells, genes, splits and values."""
-        return self.manifest.get("fingerprint") or content_fingerprint(self.X, self.obs, self.var)
+        """Short content hash: cells, genes, splits, values and the training order in use."""
+        content = self.manifest.get("fingerprint") or content_fingerprint(
+            self.X, self.obs, self.var)
+        if self.subsample == "random":
+            return content
+        order = hash_strings([str(v) for v in self.obs[rank_column(self.subsample)].to_list()])
+        return hashlib.sha256(f"{content}:{self.subsample}:{order}".encode()).hexdigest()[:16]
+
+    @property
+    def subsamples(self) -> list[str]:
+        """Strategies whose training orders this dataset holds (random always)."""
+        return [name for name in STRATEGIES if rank_column(name) in self.obs.columns]
+
+    @property
+    def built_subsamples(self) -> list[str]:
+        """The strategies the dataset was built for (``["random"]`` for older datasets)."""
+        return list((self.manifest.get("subsample") or {}).get("strategies") or ["random"])
+
+    def subsampled(self, strategy: str) -> ExpressionDataset:
+        """The same data with its nested training subsets drawn by ``strategy``.
+
+        Parameters
+        ----------
+        strategy
+            One of :attr:`subsamples`.
+        """
+        if strategy not in STRATEGIES:
+            raise ScalelibError(f"unknown subsample strategy {strategy!r}; choose among "
+                                f"{', '.join(STRATEGIES)}")
+        return dataclasses.replace(self, subsample=strategy)
 
     def n_cells(self, split: str) -> int:
         """Number of cells in a split."""
@@ -155,7 +204,7 @@ class ExpressionDataset:
                     f"asked for {n_train} training cells but the dataset has {available}; "
                     "choose a smaller data size or build a larger dataset"
                 )
-            in_split &= self.obs["train_rank"].to_numpy() < n_train
+            in_split &= self.obs[rank_column(self.subsample)].to_numpy() < n_train
         return np.flatnonzero(in_split)
 
     def split_values(self, split: str, n_train: int | None = None) -> np.ndarray:
@@ -236,8 +285,8 @@ def load_dataset(path: str | Path, in_memory: bool = False,
     in_memory
         Read ``X`` into memory instead of memory-mapping it.
     obs_columns
-        The per-cell metadata columns to read besides ``cell_id``, ``split`` and
-        ``train_rank`` (None: all). Training reads none, so that streamed training does not
+        The per-cell metadata columns to read besides ``cell_id``, ``split`` and the
+        training orders (``train_rank...``) (None: all). Training reads none, so that streamed training does not
         hold every cell's metadata.
     """
     path = Path(path)
@@ -260,7 +309,9 @@ def load_dataset(path: str | Path, in_memory: bool = False,
     _verify_files(path, manifest.get("files"), fix)
     with read_failures(path, fix):
         X = np.load(path / "X.npy", mmap_mode=None if in_memory else "r", allow_pickle=False)
-        columns = None if obs_columns is None else [*OBS_REQUIRED, *obs_columns]
+        orders = [rank_column(name) for name in STRATEGIES[1:]
+                  if rank_column(name) in pl.read_parquet_schema(path / "obs.parquet")]
+        columns = None if obs_columns is None else [*OBS_REQUIRED, *orders, *obs_columns]
         obs = pl.read_parquet(path / "obs.parquet", columns=columns)
         var = pl.read_parquet(path / "var.parquet")
         hvg = pl.read_parquet(path / HVG_FILE) if (path / HVG_FILE).exists() else None

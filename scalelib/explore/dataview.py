@@ -203,16 +203,17 @@ def value_histogram(dataset: ExpressionDataset, bins: int = 40, max_cells: int =
 def label_columns(dataset: ExpressionDataset) -> list[str]:
     """Text columns of obs with 2 to ``MAX_LABELS`` distinct values (cell type first).
 
-    ``cell_id``, ``split`` and ``train_rank`` are never listed; the others follow by name.
+    ``cell_id``, ``split`` and the training orders (``train_rank...``) are never listed; the
+    others follow by name.
 
     Parameters
     ----------
     dataset
         A loaded dataset.
     """
-    reserved = {"cell_id", "split", "train_rank"}
+    reserved = {"cell_id", "split"}
     columns = [name for name, dtype in dataset.obs.schema.items()
-               if name not in reserved and dtype == pl.Utf8
+               if name not in reserved and not name.startswith("train_rank") and dtype == pl.Utf8
                and 2 <= dataset.obs[name].n_unique() <= MAX_LABELS]
     return sorted(columns, key=lambda name: (name != "cell_type", name))
 

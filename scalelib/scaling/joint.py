@@ -1,26 +1,43 @@
-"""The joint fit ``L(N, D) = E + A / N^alpha + B / D^beta`` (Hoffmann et al. 2022, approach 3)."""
+"""The joint fit ``L(N, D) = E + A / N^alpha + B / D^beta`` (Hoffmann et al. 2022, approach 3),
+with a percentile bootstrap over runs and statuses from :mod:`scalelib.statuses`.
+
+Statuses a joint fit can carry (the vocabulary of the power-law fits, where it applies):
+``not_converged`` (L-BFGS-B), ``alpha_at_bound`` (``alpha`` or ``beta`` at an end of
+``ALPHA_BOUNDS``), ``no_floor`` (``E`` at its lower bound: the points show no floor),
+``unidentified`` (fewer than ``MIN_RESIDUAL_DOF`` residual degrees of freedom beyond the five
+parameters, or a bootstrap interval of ``alpha`` or ``beta`` covering more than
+``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS``), and ``error`` (a group that could not be fitted).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from scalelib.fitrules import ALPHA_BOUNDS, HUBER_DELTA
+from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, HUBER_DELTA
 from scalelib.scaling.numerics import _float, _log_r2, entropy_bits
 from scalelib.scaling.optimise import _huber, _lbfgs, _single_threaded_blas
 from scalelib.scaling.params import _bounds, _JointTheta, _unpack
 from scalelib.scaling.validation import _validate
+from scalelib.statuses import MIN_RESIDUAL_DOF, UNIDENTIFIED_SHARE, most_serious, sort_flags
+
+JOINT_PARAMS = ("E", "A", "B", "alpha", "beta")
+JOINT_CI_NAMES = (*JOINT_PARAMS, "r2_log")
+N_JOINT_PARAMS = len(JOINT_PARAMS)
 
 
 @dataclass(frozen=True)
 class JointFit:
     """A fit of ``L(N, D) = E + A / N^alpha + B / D^beta`` (Chinchilla approach 3).
 
-    ``bits`` is :func:`entropy_bits` of ``E``; ``n`` and ``d`` name the columns fitted.
+    ``bits`` is :func:`entropy_bits` of ``E``; ``n`` and ``d`` name the columns fitted;
+    ``flags`` holds every problem found and ``status`` the most serious. With a bootstrap,
+    ``ci`` maps each of :data:`JOINT_CI_NAMES` to a percentile interval and
+    ``bootstrap_params`` holds the kept resamples' ``(E, A, B, alpha, beta)``.
     """
 
     E: float
@@ -36,6 +53,15 @@ class JointFit:
     group: dict[str, Any] = field(default_factory=dict)
     n: str = "N"
     d: str = "D"
+    flags: tuple[str, ...] = ()
+    n_n: int = 0
+    n_d: int = 0
+    ci: dict[str, tuple[float, float]] | None = None
+    ci_level: float = CI_LEVEL
+    n_bootstrap: int = 0
+    bootstrap_seed: int | None = None
+    bootstrap_failures: int = 0
+    bootstrap_params: tuple[tuple[float, ...], ...] = ()
 
     def predict(self, n: float | np.ndarray, d: float | np.ndarray) -> np.ndarray:
         """The fitted surface at ``(n, d)``.
@@ -53,14 +79,41 @@ class JointFit:
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
         return self.E + self.A * n ** -self.alpha + self.B * d ** -self.beta
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary (NaN kept as NaN)."""
-        return {
+    def with_issues(self, issues: Sequence[tuple[str, str]]) -> JointFit:
+        """This fit with further ``(flag, reason)`` issues added to flags, status and message.
+
+        Parameters
+        ----------
+        issues
+            Problems found after the optimiser (e.g. by the bootstrap).
+        """
+        if not issues:
+            return self
+        flags = sort_flags([*self.flags, *(flag for flag, _ in issues)])
+        message = "; ".join(filter(None, [self.message, *(reason for _, reason in issues)]))
+        return replace(self, flags=flags, status=most_serious(flags), message=message)
+
+    def to_dict(self, with_bootstrap_params: bool = True) -> dict[str, Any]:
+        """A JSON-ready dictionary (NaN kept as NaN).
+
+        Parameters
+        ----------
+        with_bootstrap_params
+            Include the kept resamples' parameters (long with many resamples).
+        """
+        out = {
             "group": dict(self.group), "n": self.n, "d": self.d, "n_runs": self.n_runs,
+            "n_n": self.n_n, "n_d": self.n_d,
             "E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
             "r2_log": self.r2_log, "bits": self.bits,
-            "status": self.status, "message": self.message,
+            "status": self.status, "message": self.message, "flags": list(self.flags),
+            "ci": {k: list(v) for k, v in self.ci.items()} if self.ci else None,
+            "ci_level": self.ci_level, "n_bootstrap": self.n_bootstrap,
+            "bootstrap_seed": self.bootstrap_seed, "bootstrap_failures": self.bootstrap_failures,
         }
+        if with_bootstrap_params:
+            out["bootstrap_params"] = [list(p) for p in self.bootstrap_params]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JointFit:
@@ -73,10 +126,21 @@ class JointFit:
             ``n_runs`` (``null`` numbers become NaN); missing optional keys take defaults.
         """
         numbers = {k: _float(data[k]) for k in ("E", "A", "B", "alpha", "beta", "r2_log", "bits")}
+        ci = data.get("ci")
+        status = data.get("status", "ok")
         return cls(
-            **numbers, n_runs=int(data["n_runs"]), status=data.get("status", "ok"),
+            **numbers, n_runs=int(data["n_runs"]), status=status,
             message=data.get("message", ""), group=dict(data.get("group") or {}),
             n=data.get("n", "N"), d=data.get("d", "D"),
+            flags=tuple(data.get("flags") or ([] if status == "ok" else [status])),
+            n_n=int(data.get("n_n") or 0), n_d=int(data.get("n_d") or 0),
+            ci={k: (_float(v[0]), _float(v[1])) for k, v in ci.items()} if ci else None,
+            ci_level=float(data.get("ci_level") or CI_LEVEL),
+            n_bootstrap=int(data.get("n_bootstrap") or 0),
+            bootstrap_seed=data.get("bootstrap_seed"),
+            bootstrap_failures=int(data.get("bootstrap_failures") or 0),
+            bootstrap_params=tuple(tuple(_float(v) for v in p)
+                                   for p in data.get("bootstrap_params") or ()),
         )
 
 
@@ -114,7 +178,9 @@ def _joint_starts(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray) -> list[np.nda
 
 
 def fit_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float], *,
-              delta: float = HUBER_DELTA, names: tuple[str, str] = ("N", "D")) -> JointFit:
+              delta: float = HUBER_DELTA, names: tuple[str, str] = ("N", "D"),
+              n_bootstrap: int = 0, seed: int = 0,
+              on_resample: Callable[[], object] | None = None) -> JointFit:
     """Fit ``L(N, D) = E + A / N^alpha + B / D^beta`` (Hoffmann et al. 2022, approach 3).
 
     Log-sum-exp form, Huber loss (``delta``) on log residuals, L-BFGS-B from a grid of 144
@@ -130,33 +196,153 @@ def fit_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float], *,
         Huber threshold on log residuals.
     names
         Labels of ``n`` and ``d`` used in messages and stored in the result.
+    n_bootstrap
+        Bootstrap resamples for percentile intervals (0: none); see :func:`bootstrap_joint`.
+    seed
+        Seed of the bootstrap.
+    on_resample
+        Called after each bootstrap resample (progress bars).
 
     Returns
     -------
     JointFit
-        The fit; ``status`` is ``not_converged`` or ``alpha_at_bound`` (either exponent at a
-        bound) when something went wrong, with every problem in ``message``.
+        The fit; soft problems are in ``flags``, ``status`` and ``message`` (see the module
+        docstring).
 
     Raises
     ------
     ScalelibError
-        Fewer than 3 distinct ``n``, or values that are missing or not positive.
+        Fewer than 3 distinct ``n`` or ``d``, or values that are missing or not positive.
     """
+    ns, ds, ys = _checked_points(n, d, loss, names)
+    with _single_threaded_blas():
+        fit = _fit_points(ns, ds, ys, _joint_starts(ns, ds, ys), delta, names)
+    if n_bootstrap > 0:
+        fit = bootstrap_joint(ns, ds, ys, n_resamples=n_bootstrap, seed=seed, fit=fit,
+                              delta=delta, on_resample=on_resample)
+    return fit
+
+
+def bootstrap_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float], *,
+                    n_resamples: int = 1000, seed: int = 0, fit: JointFit | None = None,
+                    delta: float = HUBER_DELTA, level: float = CI_LEVEL,
+                    on_resample: Callable[[], object] | None = None) -> JointFit:
+    """Percentile bootstrap of a joint fit over runs: resample rows with replacement, refit.
+
+    Each resample starts L-BFGS-B from the full-data fit and from a coarse grid (the full
+    grid again when that does not converge). Resamples with fewer than 3 distinct ``n`` or
+    ``d`` are skipped and counted in ``bootstrap_failures``. An interval of ``alpha`` or
+    ``beta`` wider than ``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS`` adds ``unidentified``.
+
+    Parameters
+    ----------
+    n, d, loss
+        The points of the full fit.
+    n_resamples
+        Resamples drawn.
+    seed
+        Seed of ``numpy.random.default_rng``; the same seed gives the same intervals.
+    fit
+        The full-data fit, when already computed.
+    delta
+        Huber threshold on log residuals.
+    level
+        Coverage of the percentile intervals.
+    on_resample
+        Called after each resample.
+
+    Returns
+    -------
+    JointFit
+        The full-data fit with ``ci``, ``ci_level``, ``n_bootstrap``, ``bootstrap_seed``,
+        ``bootstrap_failures`` and ``bootstrap_params`` set.
+    """
+    names = (fit.n, fit.d) if fit is not None else ("N", "D")
+    ns, ds, ys = _checked_points(n, d, loss, names)
+    rng = np.random.default_rng(seed)
+    kept, failures = [], 0
+    with _single_threaded_blas():
+        full = fit if fit is not None else _fit_points(ns, ds, ys, _joint_starts(ns, ds, ys),
+                                                       delta, names)
+        warm = [np.array(_JointTheta(math.log(full.A), math.log(full.B), math.log(full.E),
+                                     full.alpha, full.beta))]
+        for _ in range(n_resamples):
+            rows = rng.integers(0, ns.size, size=ns.size)
+            if min(np.unique(ns[rows]).size, np.unique(ds[rows]).size) < 3:
+                failures += 1
+            else:
+                kept.append(_refit(ns[rows], ds[rows], ys[rows], warm, delta, names))
+            if on_resample is not None:
+                on_resample()
+    ci = _intervals(kept, level)
+    fit = replace(full, ci=ci, ci_level=level, n_bootstrap=n_resamples, bootstrap_seed=seed,
+                  bootstrap_failures=failures,
+                  bootstrap_params=tuple(tuple(getattr(f, k) for k in JOINT_PARAMS)
+                                         for f in kept))
+    return fit.with_issues(_interval_issues(ci))
+
+
+def _checked_points(n: Iterable[float], d: Iterable[float], loss: Iterable[float],
+                    names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ns, ys = _validate(n, loss, names[0], "loss")
     ds, _ = _validate(d, loss, names[1], "loss")
+    return ns, ds, ys
+
+
+def _fit_points(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, starts: list[np.ndarray],
+                delta: float, names: tuple[str, str]) -> JointFit:
+    """The joint fit from the given starts, with its issues judged."""
     bounds = _bounds(_JointTheta, ys)
     args = (np.log(ns), np.log(ds), np.log(ys), delta)
-    with _single_threaded_blas():
-        optimum = _lbfgs(_joint_objective, _joint_starts(ns, ds, ys), args, bounds)
+    optimum = _lbfgs(_joint_objective, starts, args, bounds)
     theta = _unpack(optimum.vector, _JointTheta)
     issues = []
     if not optimum.converged:
         issues.append(("not_converged", f"L-BFGS-B did not converge: {optimum.message}"))
     if any(min(abs(v - b) for b in ALPHA_BOUNDS) < 1e-6 for v in (theta.alpha, theta.beta)):
         issues.append(("alpha_at_bound", f"an exponent is at a bound {ALPHA_BOUNDS}"))
+    if theta.log_e - bounds[2][0] < 1e-6:
+        issues.append(("no_floor", "E is at its lower bound: the points show no floor"))
+    if ys.size - N_JOINT_PARAMS < MIN_RESIDUAL_DOF:
+        issues.append(("unidentified", (f"{ys.size} points leave fewer than {MIN_RESIDUAL_DOF} "
+                       f"residual degrees of freedom for {N_JOINT_PARAMS} parameters")))
     fit = JointFit(E=math.exp(theta.log_e), A=math.exp(theta.log_a), B=math.exp(theta.log_b),
                    alpha=theta.alpha, beta=theta.beta, r2_log=math.nan, bits=math.nan,
-                   n_runs=int(ys.size), n=names[0], d=names[1])
-    return replace(fit, r2_log=_log_r2(ys, fit.predict(ns, ds)), bits=entropy_bits(fit.E),
-                   status=issues[0][0] if issues else "ok",
-                   message="; ".join(text for _, text in issues))
+                   n_runs=int(ys.size), n=names[0], d=names[1],
+                   n_n=int(np.unique(ns).size), n_d=int(np.unique(ds).size))
+    fit = replace(fit, r2_log=_log_r2(ys, fit.predict(ns, ds)), bits=entropy_bits(fit.E))
+    return fit.with_issues(issues)
+
+
+def _refit(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, warm: list[np.ndarray],
+           delta: float, names: tuple[str, str]) -> JointFit:
+    coarse = _joint_starts(ns, ds, ys)[::12]
+    fit = _fit_points(ns, ds, ys, warm + coarse, delta, names)
+    if "not_converged" in fit.flags:
+        fit = _fit_points(ns, ds, ys, _joint_starts(ns, ds, ys), delta, names)
+    return fit
+
+
+def _intervals(fits: list[JointFit], level: float) -> dict[str, tuple[float, float]]:
+    tail = 50 * (1 - level)
+    intervals = {}
+    for name in JOINT_CI_NAMES:
+        values = np.array([getattr(f, name) for f in fits], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            low, high = np.percentile(values, [tail, 100 - tail])
+            intervals[name] = (float(low), float(high))
+        else:
+            intervals[name] = (math.nan, math.nan)
+    return intervals
+
+
+def _interval_issues(ci: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:
+    width = ALPHA_BOUNDS[1] - ALPHA_BOUNDS[0]
+    wide = [name for name in ("alpha", "beta")
+            if ci[name][1] - ci[name][0] > UNIDENTIFIED_SHARE * width]
+    if not wide:
+        return []
+    reason = (f"the bootstrap interval of {' and '.join(wide)} covers more than "
+              f"{UNIDENTIFIED_SHARE:.0%} of {ALPHA_BOUNDS}")
+    return [("unidentified", reason)]

@@ -1,9 +1,11 @@
-"""``scalelib fit``: fit ``y = a x^-alpha + c`` to the points of any CSV or parquet table.
+"""``scalelib fit``: fit ``y = a x^-alpha + c`` to the points of any CSV or parquet table, or
+with ``--data`` the joint ``L(N, D) = E + A N^-alpha + B D^-beta`` (:mod:`scalelib.cli.joint_fit`).
 
 Examples::
 
     scalelib fit data/demo/results.parquet --group-by regime --bootstrap 1000
     scalelib fit ../shared/data/chinchilla/svg_extracted_data.csv --x "Model Size" --y loss --json
+    scalelib fit results.parquet --data n_train_cells --group-by subsample --flops 1e13
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scalelib.atomic import check_output_file
+from scalelib.cli.joint_fit import add_joint_options, is_joint, run_joint
 from scalelib.errors import ScalelibError
 from scalelib.fitrules import METHODS  # pure Python: no scipy at parser build
 
@@ -36,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` sub-command."""
     parser = subparsers.add_parser(
         "fit",
-        help="fit y = a x^-alpha + c (with bootstrap intervals) to a table",
+        help="fit y = a x^-alpha + c, or L(N, D) with --data, (with bootstrap intervals) "
+        "to a table",
         description="Fit y = a x^-alpha + c to the points of a CSV or parquet table, one "
         "point per row. Rows of a table with a text status column are used only when "
         "status is 'ok'. bits = 0.5 log2(2 pi e c) per masked gene (c taken as the "
@@ -64,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print JSON (an object, or a list of objects with --group-by)")
     parser.add_argument("--out", type=Path, metavar="FITS.json",
                         help="also write the fits file (with bootstrap samples) here")
+    add_joint_options(parser)
     parser.set_defaults(handler=run_fit)
 
 
@@ -97,6 +102,11 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, inputs=(args.table,), replaceable=_is_fits_file)
     table = _rows_from(read_table(args.table), args.x, args.min_x)
+    if is_joint(args):
+        return run_joint(args, table)
+    if args.flops or args.flops_per_item:
+        raise ScalelibError("--flops and --flops-per-item need the joint fit; give the data "
+                            "column with --data (or --data-from-flops)")
     fits = _fit_with_progress(table, args)
     if not args.group_by and fits[0].status == "error":
         raise ScalelibError(fits[0].message)

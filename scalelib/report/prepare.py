@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from scalelib.scaling import (
     JointFit,
     baseline_rows,
     data_size_rows,
+    failed_joint_fit,
     fit_groups,
     fit_joint,
     json_ready,
@@ -104,10 +104,8 @@ def joint_fits(rows: pl.DataFrame) -> list[JointFit]:
         try:
             fit = fit_joint(*columns, names=("params", "n_train_cells"))
         except ScalelibError as error:
-            nan = math.nan
-            fit = JointFit(E=nan, A=nan, B=nan, alpha=nan, beta=nan, r2_log=nan, bits=nan,
-                           n_runs=part.height, status="error", message=str(error),
-                           n="params", d="n_train_cells")
+            fit = failed_joint_fit(str(error), n_runs=part.height,
+                                   names=("params", "n_train_cells"))
         fits.append(replace(fit, group={"regime": regime}))
     return fits
 

@@ -90,7 +90,13 @@ from scalelib.fitrules import (
 )
 from scalelib.scaling.fitsfile import FitsFile, fits_document, json_ready, read_fits, write_fits
 from scalelib.scaling.fitting import bootstrap_power_law, fit_power_law
-from scalelib.scaling.joint import JointFit, fit_joint
+from scalelib.scaling.joint import (
+    JOINT_CI_NAMES,
+    JointFit,
+    bootstrap_joint,
+    failed_joint_fit,
+    fit_joint,
+)
 from scalelib.scaling.numerics import entropy_bits
 from scalelib.scaling.powerlaw import PowerLawFit
 from scalelib.scaling.stored import stored_fits_mismatch, stored_or_fitted
@@ -115,6 +121,7 @@ __all__ = [
     "GRID_POINTS",
     "GRID_TOP",
     "HUBER_DELTA",
+    "JOINT_CI_NAMES",
     "LOG_FLOOR",
     "METHODS",
     "STATUS_ORDER",
@@ -122,10 +129,12 @@ __all__ = [
     "JointFit",
     "PowerLawFit",
     "baseline_rows",
+    "bootstrap_joint",
     "bootstrap_power_law",
     "data_size_rows",
     "describe",
     "entropy_bits",
+    "failed_joint_fit",
     "fit_groups",
     "fit_joint",
     "fit_joint_table",

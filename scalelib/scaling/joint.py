@@ -144,6 +144,24 @@ class JointFit:
         )
 
 
+def failed_joint_fit(reason: str, *, n_runs: int, names: tuple[str, str] = ("N", "D")) -> JointFit:
+    """A joint fit with status ``error``: NaN parameters and the reason in ``message``.
+
+    Parameters
+    ----------
+    reason
+        Why the points could not be fitted.
+    n_runs
+        Rows of the group.
+    names
+        Columns of ``N`` and ``D``.
+    """
+    nan = math.nan
+    return JointFit(E=nan, A=nan, B=nan, alpha=nan, beta=nan, r2_log=nan, bits=nan,
+                    n_runs=n_runs, status="error", message=reason, n=names[0], d=names[1],
+                    flags=("error",))
+
+
 def _joint_objective(vector: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
                      log_y: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
     theta = _unpack(vector, _JointTheta)
@@ -316,7 +334,7 @@ def _fit_points(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, starts: list[np.
 
 def _refit(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, warm: list[np.ndarray],
            delta: float, names: tuple[str, str]) -> JointFit:
-    coarse = _joint_starts(ns, ds, ys)[::12]
+    coarse = _joint_starts(ns, ds, ys)[::24]
     fit = _fit_points(ns, ds, ys, warm + coarse, delta, names)
     if "not_converged" in fit.flags:
         fit = _fit_points(ns, ds, ys, _joint_starts(ns, ds, ys), delta, names)

@@ -21,7 +21,7 @@ from scalelib.fitrules import (
     scaling_row_mask,
 )
 from scalelib.scaling.fitting import fit_power_law
-from scalelib.scaling.joint import JointFit, fit_joint
+from scalelib.scaling.joint import JointFit, failed_joint_fit, fit_joint
 from scalelib.scaling.methods import _fitter
 from scalelib.scaling.powerlaw import PowerLawFit
 from scalelib.scaling.validation import _validate
@@ -257,7 +257,9 @@ def _failed_fit(method: str, part: pl.DataFrame, x: str, reason: str) -> PowerLa
 
 
 def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train_cells",
-                    y: str = "best_val_mse", by: Sequence[str] = ()) -> list[JointFit]:
+                    y: str = "best_val_mse", by: Sequence[str] = (), n_bootstrap: int = 0,
+                    seed: int = 0, on_resample: Callable[[], object] | None = None,
+                    errors: str = "raise") -> list[JointFit]:
     """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows of trained models),
     e.g. a data sweep.
 
@@ -273,6 +275,15 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
         Column of the loss.
     by
         Columns whose value combinations define the groups (empty: the whole table).
+    n_bootstrap
+        Bootstrap resamples per fit (0: none); see :func:`scalelib.scaling.joint.bootstrap_joint`.
+    seed
+        Seed of the bootstrap.
+    on_resample
+        Called after each bootstrap resample of every fit (progress bars).
+    errors
+        ``"raise"``: a group that cannot be fitted raises; ``"report"``: it gives a fit with
+        status ``error``, NaN parameters and the reason in ``message`` (as :func:`fit_groups`).
 
     Returns
     -------
@@ -283,13 +294,23 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
     Raises
     ------
     ScalelibError
-        A named column is missing or not numeric, or a group cannot be fitted (unlike
-        :func:`fit_groups`, a failing group is not turned into an error fit).
+        A named column is missing or not numeric, or (``errors="raise"``) a group cannot be
+        fitted.
     """
     _require_columns(table, [n, d, y, *by])
+    rows = transformer_rows(ok_rows(table))
+    if rows.height == 0:
+        raise ScalelibError("the table has no rows to fit (none with status 'ok'); point to a "
+                            "table with one row per run")
     fits = []
-    for group, part in _groups(transformer_rows(ok_rows(table)), by):
-        fit = fit_joint(_column(part, n), _column(part, d), _column(part, y), names=(n, d))
+    for group, part in _groups(rows, by):
+        try:
+            fit = fit_joint(_column(part, n), _column(part, d), _column(part, y), names=(n, d),
+                            n_bootstrap=n_bootstrap, seed=seed, on_resample=on_resample)
+        except ScalelibError as error:
+            if errors == "raise":
+                raise
+            fit = failed_joint_fit(str(error), n_runs=part.height, names=(n, d))
         fits.append(replace(fit, group=group))
     return fits
 

@@ -1,0 +1,149 @@
+"""Joint fits L(N, D) with intervals, compute-optimal allocation, the stop-paying ratio, and
+``scalelib fit --data``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from scalelib.cli import main
+from scalelib.errors import ScalelibError
+from scalelib.scaling import fit_joint, fit_joint_table, read_fits
+from scalelib.scaling.allocation import (
+    FlopsPerItem,
+    optimal_allocation,
+    stop_paying_data,
+    stop_paying_ratio,
+)
+from scalelib.scaling.joint import JointFit
+
+CHINCHILLA = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chinchilla"
+              / "svg_extracted_data.csv")
+TRUTH = {"E": 1.5, "A": 30.0, "B": 20.0, "alpha": 0.35, "beta": 0.3}
+
+
+def planted(noise: float = 0.01, seeds: int = 2) -> pl.DataFrame:
+    """L(N, D) = 1.5 + 30 N^-0.35 + 20 D^-0.3 on a 6 x 5 grid, ``seeds`` noisy copies."""
+    n, d = np.meshgrid(np.geomspace(1e3, 1e6, 6), np.geomspace(1e3, 1e6, 5))
+    n, d = np.tile(n.ravel(), seeds), np.tile(d.ravel(), seeds)
+    loss = TRUTH["E"] + TRUTH["A"] * n ** -TRUTH["alpha"] + TRUTH["B"] * d ** -TRUTH["beta"]
+    loss *= np.exp(np.random.default_rng(1).normal(0, noise, n.size))
+    return pl.DataFrame({"params": n, "n_train_cells": d, "best_val_mse": loss,
+                         "flops_per_cell": 6.0 * n, "status": "ok"})
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_planted_surface_is_recovered_with_intervals_covering_the_truth():
+    points = planted()
+    fit = fit_joint(points["params"], points["n_train_cells"], points["best_val_mse"],
+                    n_bootstrap=40, seed=0)
+    assert fit.status == "ok", fit.message
+    assert fit.n_n == 6 and fit.n_d == 5 and len(fit.bootstrap_params) == 40
+    for name, truth in TRUTH.items():
+        low, high = fit.ci[name]
+        assert low <= truth <= high, (name, low, high)
+    assert fit.alpha == pytest.approx(0.35, abs=0.05) and fit.beta == pytest.approx(0.3, abs=0.05)
+    back = JointFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert back.ci["beta"] == pytest.approx(fit.ci["beta"]) and back.flags == fit.flags
+
+
+def test_too_few_points_for_five_parameters_is_unidentified():
+    fit = fit_joint([1e3, 1e4, 1e5, 1e6, 1e3, 1e6], [1e3, 1e4, 1e5, 1e3, 1e6, 1e6],
+                    [3.0, 2.5, 2.2, 2.6, 2.4, 1.9])
+    assert "unidentified" in fit.flags
+
+
+def test_allocation_matches_the_closed_form_for_c_proportional_to_n():
+    fit = JointFit(**TRUTH, r2_log=1.0, bits=math.nan, n_runs=30)
+    budget = 1e15
+    found = optimal_allocation(fit, budget, FlopsPerItem(multiple=6.0), n_range=(1e3, 1e6))
+    a, b = fit.beta / (fit.alpha + fit.beta), fit.alpha / (fit.alpha + fit.beta)
+    g = (fit.alpha * fit.A / (fit.beta * fit.B)) ** (1 / (fit.alpha + fit.beta))
+    assert found.n == pytest.approx(g * (budget / 6) ** a, rel=1e-4)
+    assert found.d == pytest.approx((budget / 6) ** b / g, rel=1e-4)
+    assert found.ratio == pytest.approx(found.d / found.n)
+
+
+def test_interpolated_flops_pass_through_the_measured_sizes():
+    cost = FlopsPerItem.from_points([100, 1000, 10_000], [5e3, 2e4, 3e5])
+    assert cost(np.array([100, 1000, 10_000])) == pytest.approx([5e3, 2e4, 3e5])
+    assert cost(316.2) == pytest.approx(1e4, rel=1e-3)  # a power law between points
+    with pytest.raises(ScalelibError, match="several FLOP counts"):
+        FlopsPerItem.from_points([100, 100, 1000], [1.0, 2.0, 3.0])
+
+
+def test_doubling_n_gains_the_tolerance_share_of_doubling_d_at_the_stop_paying_point():
+    fit = JointFit(**TRUTH, r2_log=1.0, bits=math.nan, n_runs=30)
+    n = np.array([1e4, 1e6])
+    d = stop_paying_data(fit, n, tolerance=0.1)
+    gain_n = fit.predict(n, d) - fit.predict(2 * n, d)
+    gain_d = fit.predict(n, d) - fit.predict(n, 2 * d)
+    assert gain_n / gain_d == pytest.approx(0.1)
+    assert stop_paying_ratio(fit, n, 0.1) == pytest.approx(d / n)
+
+
+@pytest.mark.skipif(not CHINCHILLA.is_file(), reason=f"Chinchilla points not at {CHINCHILLA}")
+def test_cli_on_chinchilla_gives_the_published_replication(tmp_path, capsys):
+    """Besiroglu et al. 2024 (their Table 1): E 1.82, A 482.01, B 2085.43, alpha 0.3478,
+    beta 0.3658, fitted on the extracted points without the five highest losses."""
+    table = pl.read_csv(CHINCHILLA)
+    table.filter(pl.col("loss") < table["loss"].sort()[-5]).write_csv(tmp_path / "c.csv")
+    status, out, err = run(capsys, "fit", tmp_path / "c.csv", "--x", "Model Size",
+                           "--data-from-flops", "Training FLOP", "--flops-per-item", "6",
+                           "--y", "loss", "--flops", "5.76e23", "--json")
+    assert status == 0, err
+    fit = json.loads(out)
+    assert fit["status"] == "ok" and fit["n_runs"] == 240
+    assert fit["alpha"] == pytest.approx(0.3478, abs=0.03)
+    assert fit["beta"] == pytest.approx(0.3658, abs=0.03)
+    assert fit["E"] == pytest.approx(1.82, abs=0.05)
+    assert fit["A"] == pytest.approx(482.01, rel=0.2) and fit["B"] == pytest.approx(2085.43, rel=0.2)
+    chinchilla = fit["allocations"][0]  # Gopher's budget: Chinchilla trained 70B on 1.4T tokens
+    assert 4e10 < chinchilla["n"] < 1.2e11 and 10 < chinchilla["ratio"] < 30
+
+
+def test_cli_joint_fit_of_a_results_table_with_groups_and_flops(tmp_path, capsys):
+    table = pl.concat([planted().with_columns(subsample=pl.lit(s)) for s in ("random", "geo")])
+    table.write_parquet(tmp_path / "results.parquet")
+    status, out, err = run(capsys, "fit", tmp_path / "results.parquet", "--data",
+                           "n_train_cells", "--group-by", "subsample", "--flops", "1e12,1e14",
+                           "--out", tmp_path / "fits.json")
+    assert status == 0, err
+    assert "subsample=geo" in out and "compute-optimal at 1e+14 FLOPs" in out
+    assert "stop paying" in out
+    joint = read_fits(tmp_path / "fits.json").joint_fits
+    assert [f.group for f in joint] == [{"subsample": "geo"}, {"subsample": "random"}]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--data", "cells"], "no column 'cells'"),
+    (["--data", "n_train_cells", "--y", "loss"], "no column 'loss'"),
+    (["--data", "n_train_cells", "--method", "grid"], "drop --method grid"),
+    (["--flops", "1e12"], "need the joint fit"),
+    (["--data", "n_train_cells", "--flops", "1e12", "--flops-per-item", "cost"],
+     "no column 'cost'"),
+    (["--data-from-flops", "params"], "needs the FLOPs per item"),
+])
+def test_cli_joint_fit_errors_name_the_fix(tmp_path, capsys, extra, message):
+    planted().drop("flops_per_cell").write_csv(tmp_path / "t.csv")
+    status, out, err = run(capsys, "fit", tmp_path / "t.csv", *extra)
+    assert status == 2 and message in err and not out
+
+
+def test_fit_joint_table_reports_failed_groups_when_asked():
+    table = planted().with_columns(group=pl.when(pl.col("params") < 2e3).then(pl.lit("few"))
+                                   .otherwise(pl.lit("many")))
+    fits = fit_joint_table(table, by=["group"], errors="report")
+    assert [f.status for f in fits] == ["error", "ok"]
+    with pytest.raises(ScalelibError, match="3 distinct"):
+        fit_joint_table(table, by=["group"])

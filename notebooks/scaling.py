@@ -386,16 +386,25 @@ def _(ScalelibError, data_size_rows, fit_joint_table, mo, plots, results):
     _rows = data_size_rows(results)
     mo.stop(_rows.height == 0)
     _charts = {}
-    for _regime in _rows["regime"].unique(maintain_order=True).to_list():
-        _part = _rows.filter(_rows["regime"] == _regime)
-        try:
-            _joint = fit_joint_table(_part)
-        except ScalelibError:  # too few points for L(N, D): draw the runs only
-            _joint = None
-        _charts[_regime] = plots.data_size_chart(
-            _part, _joint, title=f"{_regime}: validation MSE against training cells")
-    mo.vstack([mo.md("## Data size\nSeveral training-set sizes were trained; dashed lines are "
-                     "the joint fit `L(N, D) = E + A/N^alpha + B/D^beta`."),
+    for (_regime, _subsample), _part in _rows.group_by("regime", "subsample",
+                                                       maintain_order=True):
+        _name = _regime if _rows["subsample"].n_unique() == 1 else f"{_regime}, {_subsample}"
+        _joint = [_f for _f in fit_joint_table(_part, errors="report") if _f.status != "error"]
+        _panels = [plots.data_size_chart(
+            _part, _joint or None, title=f"{_name}: validation MSE against training cells")]
+        for _fit in _joint:  # too few points for L(N, D): the runs only
+            try:
+                _panels.append(plots.allocation_chart(_part, _fit, title=f"{_name}: data, "
+                                                      "model size and compute (joint fit)"))
+            except ScalelibError as _error:
+                _panels.append(mo.md(f"No allocation: {_error}"))
+        _charts[_name] = mo.vstack(_panels)
+    mo.vstack([mo.md("## Data size\nSeveral training-set sizes were trained (tabs per regime "
+                     "and subsample strategy); dashed lines are the joint fit "
+                     "`L(N, D) = E + A/N^alpha + B/D^beta`. Below it: where doubling the "
+                     "model gains less than a tenth of doubling the data (diamonds) and the "
+                     "compute-optimal frontier for FLOP budgets (black), with FLOPs per cell "
+                     "from the model."),
                mo.ui.tabs(_charts)])
     return
 

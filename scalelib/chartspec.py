@@ -258,6 +258,62 @@ def data_size_spec(points: Sequence[dict[str, Any]], means: Sequence[dict[str, A
                       "subtitle": subtitle}, "width": width, "height": height, "layer": layers}
 
 
+def frontier_spec(curves: Sequence[dict[str, Any]], stops: Sequence[dict[str, Any]],
+                  frontier: Sequence[dict[str, Any]], points: Sequence[dict[str, Any]] = (), *,
+                  x: str = "n_train_cells", y: str = "best_val_mse", order: Sequence[str] = (),
+                  tolerance: float = 0.1, title: str | None = None, width: int = 480,
+                  height: int = 320) -> dict[str, Any]:
+    """Loss against data size per model size from a joint fit, where more parameters stop
+    paying, and the compute-optimal frontier (log-log).
+
+    Parameters
+    ----------
+    curves
+        Fitted loss over a grid of ``x``: ``x``, ``y``, ``size`` (one line per size).
+    stops
+        Per size, the data size below which doubling the model gains less than ``tolerance``
+        times what doubling the data gains: ``x``, ``y``, ``size``, ``ratio``.
+    frontier
+        Compute-optimal allocations: ``x``, ``y``, ``flops``, ``params``, ``ratio``.
+    points
+        Runs: ``x``, ``y``, ``size`` (optional).
+    x, y
+        Columns on the axes (data size and loss).
+    order
+        Model sizes in legend order (see :func:`size_order`).
+    tolerance
+        The stop-paying tolerance, as the subtitle states it.
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+    """
+    x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
+                  "scale": log_scale(padding=EDGE_PADDING), "axis": count_axis()}
+    y_encoding = {"field": y, "type": "quantitative", "title": axis_title(y, log=True),
+                  "scale": log_scale(padding=EDGE_PADDING)}
+    color = {"field": "size", "type": "nominal", "title": axis_title("size"), "sort": list(order)}
+    layers = [_layer(curves, {"type": "line", "opacity": 0.8},
+                     {"x": x_encoding, "y": y_encoding, "color": color})]
+    if points:
+        layers.append(_layer(points, {"type": "circle", "size": 40, "opacity": 0.6},
+                             {"x": x_encoding, "y": y_encoding, "color": color,
+                              "tooltip": [_field(c) for c in ("size", x, y)]}))
+    if stops:
+        layers.append(_layer(stops, {"type": "point", "shape": "diamond", "size": 90,
+                                     "filled": True},
+                             {"x": x_encoding, "y": y_encoding, "color": color,
+                              "tooltip": [_field(c) for c in ("size", x, "ratio")]}))
+    if frontier:
+        layers.append(_layer(frontier, {"type": "line", "color": "black",
+                                        "point": {"color": "black"}},
+                             {"x": x_encoding, "y": y_encoding,
+                              "tooltip": [_field(c) for c in ("flops", "params", x, "ratio")]}))
+    notes = ["lines: joint fit L(N, D) per model size",
+             f"diamonds: below this D, doubling N gains < {tolerance:g} x doubling D",
+             "black: compute-optimal (N, D) for FLOP budgets C = FLOPs per cell(N) x D"]
+    return {"title": {"text": title or f"{axis_title(y)}: data, model size and compute",
+                      "subtitle": notes}, "width": width, "height": height, "layer": layers}
+
+
 def size_order(sizes_and_params: Iterable[tuple[Any, Any]]) -> list[str]:
     """Size names ordered by their smallest parameter count (by name where it is missing).
 

@@ -26,6 +26,7 @@ from scalelib.chartspec import (
     count_axis,
     data_size_spec,
     fit_notes,
+    frontier_spec,
     group_label,
     log_scale,
     scaling_spec,
@@ -366,6 +367,73 @@ def _joint_frame(points: pl.DataFrame, fits: JointFit | Sequence[JointFit] | Non
             frames.append(pl.DataFrame({x: grid, y: fit.predict(float(params), grid),
                                         "size": size, "group": f"{label} {size}"}))
     return pl.concat(frames) if frames else pl.DataFrame()
+
+
+PLOT_SPAN = 10.0  # the allocation chart's data axis reaches this factor beyond the runs
+
+
+def allocation_chart(results: pl.DataFrame, fit: JointFit, *, tolerance: float = 0.1,
+                     budgets: Sequence[float] | None = None, x: str = "n_train_cells",
+                     y: str = "best_val_mse", title: str | None = None, width: int = 480,
+                     height: int = 320) -> alt.LayerChart:
+    """What a joint fit says about data, model size and compute (log-log, loss against D).
+
+    One fitted line per model size of the fit's runs, a diamond on each where more
+    parameters stop paying (:func:`scalelib.scaling.allocation.stop_paying_data`), the
+    compute-optimal frontier for FLOP budgets (FLOPs per cell from the runs'
+    ``flops_per_cell``, :func:`scalelib.scaling.allocation.optimal_allocation`) and the runs.
+    The data axis spans :data:`PLOT_SPAN` times beyond the runs' range on each side; diamonds
+    and frontier points outside it are left out.
+
+    Parameters
+    ----------
+    results
+        Results table with ``size``, ``params``, ``flops_per_cell``, ``x`` and ``y``; the
+        fit's group selects its rows.
+    fit
+        A joint fit of ``y`` on ``params`` and ``x`` with finite parameters.
+    tolerance
+        Gain of doubling N relative to doubling D at the diamonds.
+    budgets
+        FLOP budgets of the frontier (None: 12 spanning the runs' ``flops_per_cell x x``).
+    x, y
+        Data-size and loss columns.
+    title, width, height
+        Chart title (None: a default) and size in pixels.
+    """
+    from scalelib.scaling.allocation import FlopsPerItem, optimal_allocation, stop_paying_data
+
+    _require(results, [x, y, "size", "params", "flops_per_cell"], "allocation_chart")
+    rows = transformer_rows(ok_rows(results))
+    for column, value in fit.group.items():
+        rows = rows.filter(pl.col(column) == value)
+    sizes = rows.group_by("size").agg(pl.col("params").first(), pl.col("flops_per_cell").first())
+    cost = FlopsPerItem.from_points(sizes["params"].cast(float), sizes["flops_per_cell"])
+    n_range = (float(sizes["params"].min()), float(sizes["params"].max()))
+    d_range = (float(rows[x].min()), float(rows[x].max()))
+    if budgets is None:
+        budgets = np.geomspace(cost(n_range[0]) * d_range[0], cost(n_range[1]) * d_range[1], 12)
+    window = (d_range[0] / PLOT_SPAN, d_range[1] * PLOT_SPAN)
+
+    def shown(d: float) -> bool:
+        return bool(np.isfinite(d)) and window[0] <= d <= window[1]
+
+    with np.errstate(over="ignore", divide="ignore"):
+        frontier = [optimal_allocation(fit, float(c), cost, n_range=n_range) for c in budgets]
+        stops = stop_paying_data(fit, sizes["params"].cast(float).to_numpy(), tolerance)
+    grid = np.geomspace(*window, 60)
+    curves = [{x: d, y: float(fit.predict(n, d)), "size": size}
+              for size, n in sizes.select("size", "params").iter_rows() for d in grid]
+    stop_rows = [{x: float(d), y: float(fit.predict(n, d)), "size": size, "ratio": float(d / n)}
+                 for (size, n), d in zip(sizes.select("size", "params").iter_rows(), stops)
+                 if shown(d)]
+    frontier_rows = [{x: a.d, y: a.loss, "flops": a.flops, "params": a.n, "ratio": a.ratio}
+                     for a in frontier if shown(a.d)]
+    points = rows.select(pl.col("size").cast(pl.Utf8), x, y).to_dicts()
+    heading = title or f"{group_label(fit.group) or 'all runs'}: loss, data and compute"
+    return layered_chart(frontier_spec(curves, stop_rows, frontier_rows, points, x=x, y=y,
+                                       order=_size_order(rows), tolerance=tolerance,
+                                       title=heading, width=width, height=height))
 
 
 # --------------------------------------------------------------------------------------------

@@ -147,3 +147,17 @@ def test_fit_joint_table_reports_failed_groups_when_asked():
     assert [f.status for f in fits] == ["error", "ok"]
     with pytest.raises(ScalelibError, match="3 distinct"):
         fit_joint_table(table, by=["group"])
+
+
+def test_allocation_chart_draws_sizes_stop_points_and_the_frontier():
+    from scalelib.plots import allocation_chart
+
+    table = planted().with_columns(size=pl.col("params").log10().round(1).cast(pl.Utf8))
+    fit = fit_joint_table(table)[0]
+    spec = allocation_chart(table, fit, budgets=[1e10, 1e12]).to_dict()
+    curves, points, stops, frontier = (spec["datasets"][layer["data"]["name"]]
+                                        for layer in spec["layer"])
+    assert {row["size"] for row in curves} == set(table["size"].to_list())
+    assert len(points) == table.height and len(frontier) == 2
+    assert stops and all(row["best_val_mse"] > 0 for row in stops)
+    assert frontier[1]["params"] > frontier[0]["params"]  # more compute, a larger model

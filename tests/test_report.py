@@ -65,7 +65,8 @@ def results_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(results_dir, tmp_path_factory) -> report.PreparedReport:
-    return report.prepare_report(results_dir, tmp_path_factory.mktemp("report") / "_data")
+    return report.prepare_report(results_dir, tmp_path_factory.mktemp("report") / "_data",
+                                 n_bootstrap=50)  # the joint fit's bootstrap (power laws: fits.json)
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +262,7 @@ def test_data_size_section_has_its_figure_and_table(executed):
     assert "\n:::\n" in closing and closing.rstrip().endswith("{#tbl-data-size}")
     table = report.joint_table(namespace["rep"])
     assert table.frame["Regime"].to_list() == ["rich"] and table.markdown() in closing
+    assert "[" in table.frame["α"][0]  # with its bootstrap interval
 
 
 def test_probe_section_has_its_figure_and_saturation_table(executed, prepared):

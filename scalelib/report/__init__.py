@@ -18,6 +18,7 @@ numbers typed into the report. Nothing here imports torch.
 from scalelib.report.data import DATA_ENV, ReportData, load_report, resolve_data_dir
 from scalelib.report.figures import (
     Figure,
+    allocation_figure,
     data_size_figure,
     html_head,
     pergene_figure,
@@ -63,7 +64,7 @@ from scalelib.scaling import data_size_rows, scaling_rows
 
 __all__ = [
     "DATA_ENV", "PUBLISHED", "Figure", "Markdown", "PreparedReport", "ReportData", "Table",
-    "baselines_table", "code",
+    "allocation_figure", "baselines_table", "code",
     "compute_numbers", "data_size_figure", "data_size_rows", "datasets_table", "entropy_table",
     "escape", "finite", "fits_table", "fmt", "fmt_ci", "html_head", "install_message",
     "join_words", "joint_table", "ladder_table", "likelihood_table", "load_report", "percent",

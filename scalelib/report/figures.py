@@ -23,6 +23,7 @@ import polars as pl
 
 from scalelib.errors import ScalelibError
 from scalelib.plots import (
+    allocation_chart,
     data_size_chart,
     pergene_chart,
     probe_charts,
@@ -215,14 +216,55 @@ def data_size_figure(rep: ReportData) -> Figure | None:
         return None
     panels = []
     for entry in rep.numbers["data_size"]:
-        regime = entry["regime"]
         joint = [fit for fit in rep.fits.joint_fits
-                 if fit.group.get("regime") == regime and fit.status != "error"]
-        panels.append(data_size_chart(rows.filter(pl.col("regime") == regime), joint or None,
-                                      title=f"{regime}: validation MSE against training cells",
+                 if fit.group == entry["group"] and fit.status != "error"]
+        panels.append(data_size_chart(_group_rows(rows, entry["group"]), joint or None,
+                                      title=f"{_group_title(entry)}: validation MSE against "
+                                      "training cells",
                                       width=PANEL_WIDTH + 60, height=PANEL_HEIGHT))
-    chart = panels[0] if len(panels) == 1 else alt.hconcat(*panels)
-    return make_figure(chart, "fig-data-size", rep.figures_dir)
+    return make_figure(_wrapped(panels), "fig-data-size", rep.figures_dir)
+
+
+def allocation_figure(rep: ReportData) -> Figure | None:
+    """Per joint fit with an allocation: loss against D per model size from the fit, where
+    more parameters stop paying, and the compute-optimal frontier (``fig-allocation``); None
+    when no joint fit allows one.
+
+    Parameters
+    ----------
+    rep
+        The prepared report data (:func:`scalelib.report.data.load_report`).
+    """
+    panels = []
+    for entry in rep.numbers["data_size"]:
+        fit = next((f for f in rep.fits.joint_fits if f.group == entry["group"]), None)
+        if entry.get("allocation") and fit is not None:
+            panels.append(allocation_chart(
+                _group_rows(rep.data_size, entry["group"]), fit,
+                tolerance=entry["allocation"]["tolerance"],
+                title=f"{_group_title(entry)}: data, model size and compute",
+                width=PANEL_WIDTH + 60, height=PANEL_HEIGHT))
+    if not panels:
+        return None
+    return make_figure(_wrapped(panels), "fig-allocation", rep.figures_dir)
+
+
+def _group_rows(rows: pl.DataFrame, group: dict) -> pl.DataFrame:
+    for column, value in group.items():
+        rows = rows.filter(pl.col(column) == value)
+    return rows
+
+
+def _group_title(entry: dict) -> str:
+    return entry["regime"] + (f", {entry['subsample']} subsets" if entry.get("subsample") else "")
+
+
+def _wrapped(panels: list, columns: int = 2) -> alt.TopLevelMixin:
+    """One panel, a row of two, or rows of two panels."""
+    if len(panels) == 1:
+        return panels[0]
+    rows = [alt.hconcat(*panels[i:i + columns]) for i in range(0, len(panels), columns)]
+    return rows[0] if len(rows) == 1 else alt.vconcat(*rows)
 
 
 def probe_figure(rep: ReportData, classifier: str = "logreg") -> Figure | None:

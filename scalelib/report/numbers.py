@@ -38,9 +38,11 @@ from scalelib.scaling import (
     transformer_rows,
     verdict,
 )
+from scalelib.scaling.allocation import FlopsPerItem, optimal_allocation, stop_paying_data
 
 REGIME_ORDER = ("rich", "limited")  # the reference study's order; other regimes follow by name
 NUMBERS_SCHEMA = 1
+STOP_TOLERANCE = 0.1  # more parameters stop paying where doubling N gains < this x doubling D
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,17 +285,46 @@ def _training(results: pl.DataFrame) -> dict[str, Any]:
 def _data_size(rows: pl.DataFrame, fits: Sequence[JointFit]) -> list[dict[str, Any]]:
     sections = []
     for fit in fits:
-        regime = fit.group["regime"]
-        part = rows.filter(pl.col("regime") == regime)
+        part = rows
+        for column, value in fit.group.items():
+            part = part.filter(pl.col(column) == value)
         sections.append({
-            "regime": regime,
+            "regime": fit.group["regime"],
+            "subsample": fit.group.get("subsample"),
+            "group": dict(fit.group),
             "fingerprints": _distinct(part["dataset_fingerprint"]),
             "train_sizes": _distinct(part["n_train_cells"]),
             "sizes": _size_order(part),
             "n_runs": part.height,
-            "joint": fit.to_dict(),
+            "joint": fit.to_dict(with_bootstrap_params=False),
+            "allocation": _allocation(part, fit),
         })
     return sections
+
+
+def _allocation(part: pl.DataFrame, fit: JointFit) -> dict[str, Any] | None:
+    """Where more parameters stop paying at each size, and the compute-optimal N and D at the
+    training budget of the largest model's runs (None when the fit allows neither)."""
+    usable = (fit.status != "error" and all(math.isfinite(v) for v in (fit.alpha, fit.beta))
+              and fit.alpha > 0 and fit.beta > 0 and part.height)
+    if not usable:
+        return None
+    sizes = part.group_by("size").agg(pl.col("params").first(), pl.col("flops_per_cell").first(),
+                                      pl.col("train_flops").median()).sort("params")
+    d_star = stop_paying_data(fit, sizes["params"].cast(pl.Float64).to_numpy(), STOP_TOLERANCE)
+    cost = FlopsPerItem.from_points(sizes["params"].cast(pl.Float64), sizes["flops_per_cell"])
+    budget = float(sizes["train_flops"][-1])
+    best = optimal_allocation(fit, budget, cost, n_range=(float(sizes["params"].min()),
+                                                          float(sizes["params"].max())),
+                              d_range=(float(part["n_train_cells"].min()),
+                                       float(part["n_train_cells"].max())))
+    return {
+        "tolerance": STOP_TOLERANCE,
+        "stop_paying": [{"size": size, "params": n, "d": float(d), "ratio": float(d / n)}
+                        for (size, n), d in zip(sizes.select("size", "params").iter_rows(),
+                                                d_star)],
+        "compute_optimal": {**best.to_dict(), "budget_of": str(sizes["size"][-1])},
+    }
 
 
 def _reference_setup() -> dict[str, Any]:
@@ -320,7 +351,9 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
     families scored on the same data, fits per method with their verdict and summary in
     words, test against validation); ``ladder`` (sizes
     with parameter counts per regime); ``training`` (settings and versions from the rows);
-    ``data_size`` (one entry per regime with a data-size sweep, with its joint fit);
+    ``data_size`` (one entry per regime, and subsample strategy, with a data-size sweep, with
+    its joint fit and ``allocation``: where more parameters stop paying at each size, and the
+    compute-optimal N and D at the training budget of the largest model's runs);
     ``reference`` (the reference study's regimes and ladder from scalelib.config),
     ``published`` (:mod:`scalelib.report.published`, plus ``bits_check``), ``likelihood``
     (per regime and likelihood objective: validation bits per size and fits of bits against

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,8 @@ from scalelib.scaling import (
     JointFit,
     baseline_rows,
     data_size_rows,
-    failed_joint_fit,
     fit_groups,
-    fit_joint,
+    fit_joint_table,
     json_ready,
     ok_rows,
     scaling_rows,
@@ -81,32 +80,32 @@ class PreparedReport:
 # Fits
 
 
-def joint_fits(rows: pl.DataFrame) -> list[JointFit]:
-    """``L(N, D)`` fits of each regime's data-size runs (status ``error`` when impossible).
+def joint_fits(rows: pl.DataFrame, *, n_bootstrap: int = 0, seed: int = 0) -> list[JointFit]:
+    """``L(N, D)`` fits of each regime's data-size runs (status ``error`` when impossible),
+    one per subsample strategy when the runs drew their subsets in several ways.
 
     Parameters
     ----------
     rows
         Data-size runs (:func:`scalelib.scaling.data_size_rows`) with ``regime``,
-        ``params``, ``n_train_cells`` and ``best_val_mse``.
+        ``subsample``, ``params``, ``n_train_cells`` and ``best_val_mse``.
+    n_bootstrap
+        Bootstrap resamples per fit (0: none).
+    seed
+        Seed of the bootstrap.
 
     Returns
     -------
     list of JointFit
-        One fit per regime, in report order, grouped by ``regime``; ``n`` and ``d`` are
-        ``params`` and ``n_train_cells``.
+        One fit per regime (and strategy), in report order, grouped by ``regime`` (and
+        ``subsample``); ``n`` and ``d`` are ``params`` and ``n_train_cells``.
     """
+    by_strategy = "subsample" in rows.columns and rows["subsample"].n_unique() > 1
     fits = []
     for regime in regime_order(rows["regime"].unique().to_list()):
         part = rows.filter(pl.col("regime") == regime)
-        columns = [part[name].cast(pl.Float64).to_numpy()
-                   for name in ("params", "n_train_cells", "best_val_mse")]
-        try:
-            fit = fit_joint(*columns, names=("params", "n_train_cells"))
-        except ScalelibError as error:
-            fit = failed_joint_fit(str(error), n_runs=part.height,
-                                   names=("params", "n_train_cells"))
-        fits.append(replace(fit, group={"regime": regime}))
+        fits += fit_joint_table(part, by=["regime", "subsample"] if by_strategy else ["regime"],
+                                n_bootstrap=n_bootstrap, seed=seed, errors="report")
     return fits
 
 
@@ -253,7 +252,7 @@ def prepare_report(results_dir: str | Path, out_dir: str | Path = "report/_data"
     fits = list(stored.fits)
     fits_source = ("fits.json of the results directory" if reason is None
                    else f"computed by scalelib report ({reason})")
-    joint = joint_fits(data_size_rows(results))
+    joint = joint_fits(data_size_rows(results), n_bootstrap=n_bootstrap, seed=seed)
     manifests = find_manifests(results, results_dir)
     heads = likelihood_rows(results)
     bits_fits = (fit_groups(heads, y="best_val_bits", by=["regime", "objective"],

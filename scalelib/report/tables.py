@@ -189,12 +189,14 @@ def joint_table(rep: ReportData) -> Table:
     rows = []
     for entry in rep.numbers["data_size"]:
         fit = entry["joint"]
+        ci = fit.get("ci") or {}
         rows.append({
-            "Regime": entry["regime"], "Runs": fmt(entry["n_runs"]),
+            "Regime": entry["regime"], "Subsets": entry.get("subsample") or "random",
+            "Runs": fmt(entry["n_runs"]),
             "D values": join_words(fmt(d) for d in entry["train_sizes"]),
-            "E": fmt(fit["E"]), "A": fmt(fit["A"]), "α": fmt(fit["alpha"]),
-            "B": fmt(fit["B"]), "β": fmt(fit["beta"]), "R² of log L": fmt(fit["r2_log"]),
-            "Status": status_word(fit["status"]),
+            **{label: with_ci(fit[name], ci.get(name)) for label, name in (
+                ("E", "E"), ("A", "A"), ("α", "alpha"), ("B", "B"), ("β", "beta"))},
+            "R² of log L": fmt(fit["r2_log"]), "Status": status_word(fit["status"]),
         })
     return Table("tbl-data-size", pl.DataFrame(rows))
 

@@ -247,8 +247,8 @@ def bootstrap_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float
                     on_resample: Callable[[], object] | None = None) -> JointFit:
     """Percentile bootstrap of a joint fit over runs: resample rows with replacement, refit.
 
-    Each resample starts L-BFGS-B from the full-data fit and from a coarse grid (the full
-    grid again when that does not converge). Resamples with fewer than 3 distinct ``n`` or
+    Each resample starts L-BFGS-B from the full-data fit (then from a coarse grid, then from
+    the full grid, while it does not converge). Resamples with fewer than 3 distinct ``n`` or
     ``d`` are skipped and counted in ``bootstrap_failures``. An interval of ``alpha`` or
     ``beta`` wider than ``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS`` adds ``unidentified``.
 
@@ -334,10 +334,13 @@ def _fit_points(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, starts: list[np.
 
 def _refit(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, warm: list[np.ndarray],
            delta: float, names: tuple[str, str]) -> JointFit:
-    coarse = _joint_starts(ns, ds, ys)[::24]
-    fit = _fit_points(ns, ds, ys, warm + coarse, delta, names)
-    if "not_converged" in fit.flags:
-        fit = _fit_points(ns, ds, ys, _joint_starts(ns, ds, ys), delta, names)
+    """A resample's fit from the full-data optimum; from a coarse grid as well when that does
+    not converge, and from the whole grid when neither does."""
+    fit = _fit_points(ns, ds, ys, warm, delta, names)
+    for starts in (warm + _joint_starts(ns, ds, ys)[::24], _joint_starts(ns, ds, ys)):
+        if "not_converged" not in fit.flags:
+            break
+        fit = _fit_points(ns, ds, ys, starts, delta, names)
     return fit
 
 

@@ -6,7 +6,8 @@ take an AdamW step on the objective over masked positions (the MSE, or a likelih
 :mod:`scalelib.objectives`), and every ``eval_every`` steps score the validation set on its
 fixed mask, keeping the best weights. At the end the best weights are scored on the test set
 and saved, with the validation error of each gene (``pergene.parquet``). Device and precision
-come from :mod:`scalelib.hardware`.
+come from :mod:`scalelib.hardware`. With an output directory the run's whole state is saved after
+each evaluation and a killed run resumes from there (:mod:`scalelib.resume`).
 
 Validation and test scores are exact: the squared errors (and for likelihood objectives the
 NLLs) of every masked position of the split are summed per gene and divided by the number of
@@ -39,6 +40,7 @@ from scalelib.hardware import autocast, resolve_device, resolve_dtype
 from scalelib.heldout import FixedMask, fixed_mask, gene_means, masked_mse_of_means
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.objectives import HEAD_OUTPUTS, Targets, nll_nats, point_prediction, training_loss
+from scalelib.resume import ResumeFile, run_identity
 
 
 @dataclass(frozen=True)
@@ -540,6 +542,9 @@ def train(
         Where to write ``best.pt``, ``curve.parquet`` and ``pergene.parquet`` (the best
         checkpoint's validation error per gene, see :meth:`Scores.per_gene`); nothing is
         written when None.
+        While the run lasts it also holds ``resume.pt``: a run whose ``out_dir`` holds the
+        resume file of the same run goes on from its last evaluation (see
+        :mod:`scalelib.resume`; single-process runs only, not under torchrun).
     on_step
         Called with a :class:`StepInfo` after every optimiser step (for notebooks).
     progress
@@ -594,7 +599,14 @@ def train(
     cells_seen = masked_seen = 0
     final_train_loss = math.nan
     diverged = False
-    bar = tqdm(total=config.total_steps, desc=f"{size.name} seed {seed}",
+    resume = ResumeFile(out_dir if group.world_size == 1 else None, run_identity(
+        fingerprint=dataset.fingerprint, n_genes=dataset.n_genes, size=size.to_dict(),
+        config=config.to_dict(), seed=seed, n_train=n_train, device=device, dtype=dtype))
+    if (saved := resume.load()) is not None:  # a killed run goes on from its last evaluation
+        saved.restore(model, optimizer, best, convergence, mask_rng, device)
+        curve, cells_seen, masked_seen = saved.curve, saved.cells_seen, saved.masked_seen
+        final_train_loss, started = saved.final_train_loss, started - saved.elapsed_s
+    bar = tqdm(total=config.total_steps, initial=len(curve), desc=f"{size.name} seed {seed}",
                disable=None if progress and group.is_main else True,
                leave=False)  # None: off unless a tty
 
@@ -602,6 +614,8 @@ def train(
     # With several processes each takes its shard of the batch and of its mask.
     model.train()
     for step, positions in enumerate(batches.iterate(config, batch_rng), start=1):
+        if step <= len(curve):
+            continue  # trained before the run was resumed: skip its batch in the data order
         lr = learning_rate(step - 1, config, peak_lr, convergence.cooldown)
         mask = torch.rand((len(positions), dataset.n_genes), generator=mask_rng) < config.mask_rate
         shard = group.shard(len(positions))
@@ -637,11 +651,17 @@ def train(
         curve.append({"step": step, "cells_seen": cells_seen, "train_loss": loss,
                       "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed, "val_bits": val_bits})
         bar.update(1)
+        last_step = best.should_stop or diverged or convergence.is_last_step(step)
+        if val_mse is not None and not last_step:
+            resume.save(step, model=model, optimizer=optimizer, best=best,
+                        convergence=convergence, mask_rng=mask_rng, device=device, curve=curve,
+                        tallies={"cells_seen": cells_seen, "masked_seen": masked_seen,
+                                 "final_train_loss": final_train_loss, "elapsed_s": elapsed})
         if on_step is not None:
             best_so_far = best.val_mse if best.state is not None else None
             on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse, best_so_far,
                              elapsed, val_bits))
-        if best.should_stop or diverged or convergence.is_last_step(step):
+        if last_step:
             break
     bar.close()
 
@@ -656,6 +676,7 @@ def train(
         checkpoint = str(save_checkpoint(Path(out_dir), model, config, seed, best.step))
         curve_table.write_parquet(Path(out_dir) / "curve.parquet")
         val.per_gene(dataset.genes).write_parquet(Path(out_dir) / "pergene.parquet")
+        resume.remove()  # the run is finished: its files hold what it gives
     return TrainResult(
         params=model.num_parameters(),
         flops_per_cell=model.training_flops_per_cell(),

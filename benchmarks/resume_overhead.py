@@ -17,6 +17,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import torch
 
@@ -35,7 +36,7 @@ class TimedSaves:
         self.load_seconds = 0.0
         self._save = ResumeFile.save
 
-    def __enter__(self) -> TimedSaves:
+    def __enter__(self) -> Self:
         def timed(resume: ResumeFile, *args, **kwargs) -> None:
             started = time.perf_counter()
             self._save(resume, *args, **kwargs)

@@ -253,6 +253,7 @@ def _(
     mo,
     out_dir,
     plots,
+    read_results,
     regime_preset,
     regimes,
     run_sweep,
@@ -278,6 +279,10 @@ def _(
                         data_fractions=[float(f) for f in fractions.value],
                         regime_budgets=sweeps.uses_regime_budgets(source.value,
                                                                   budget_kind.value))
+    _refusal = sweeps.budget_refusal(_runs, read_results(_out / "results.parquet"))
+    if _refusal is not None and _headless:
+        print(f"not trained: {_refusal}")
+    mo.stop(_refusal is not None, mo.md(f"**Not trained:** {_refusal}."))
     mo.output.replace(mo.md(f"Training {len(_runs)} planned runs into `{_out}`..."))
 
     def _show_curves(frame):
@@ -327,6 +332,7 @@ def _(Path, mo, out_dir, plots, results, sweeps):
 @app.cell
 def _(
     Path,
+    ScalelibError,
     auto_train,
     baselines,
     full_rows,
@@ -339,11 +345,20 @@ def _(
 ):
     _groups = full_rows["regime"].n_unique()
     fits_path = Path(out_dir.value) / "fits.json"
-    with mo.status.progress_bar(total=max(1, 2 * _groups * n_bootstrap.value),
-                                title="Fitting (bootstrap)", remove_on_exit=True) as _bar:
-        _stored, _why = stored_or_fitted(out_dir.value, full_rows, n_bootstrap=n_bootstrap.value,
-                                         refit=refit_button.value, baselines=baselines,
-                                         on_resample=_bar.update)
+    try:
+        with mo.status.progress_bar(total=max(1, 2 * _groups * n_bootstrap.value),
+                                    title="Fitting (bootstrap)", remove_on_exit=True) as _bar:
+            _stored, _why = stored_or_fitted(out_dir.value, full_rows,
+                                             n_bootstrap=n_bootstrap.value,
+                                             refit=refit_button.value, baselines=baselines,
+                                             on_resample=_bar.update)
+    except ScalelibError as _error:  # e.g. runs of two budgets in one regime
+        _refused = str(_error)
+    else:
+        _refused = None
+    if _refused is not None and mo.app_meta().mode == "script":
+        print(f"no fits: {_refused}")
+    mo.stop(_refused is not None, mo.md(f"**No fits:** {_refused}."))
     fits = list(_stored.fits)
     if _why is None:
         fits_note = f"read from `{fits_path}` (press **Refit** to redo them)"

@@ -149,6 +149,63 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def mixed_budgets(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:
+    """Why a fit of ``rows`` grouped by ``by`` is refused, or None: every fit takes runs of one
+    training budget (``budget_steps``), as losses reached on different budgets are not points
+    of one curve.
+
+    Rows without a recorded budget are not counted; grouping by ``budget_steps`` keeps budgets
+    apart.
+
+    Parameters
+    ----------
+    rows
+        The runs to be fitted (dictionaries with the ``by`` columns and ``budget_steps``).
+    by
+        The columns that define the fit groups.
+
+    Returns
+    -------
+    str or None
+        A one-line refusal naming the first mixed group and the fix.
+    """
+    mixed = budget_mix(rows, by)
+    if mixed is None:
+        return None
+    return (f"{mixed} and a fit takes one: fit them apart (scalelib fit --group-by "
+            f"{' '.join([*by, 'budget_steps'])}) or keep each budget in its own sweep "
+            "directory (--out)")
+
+
+def budget_mix(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:
+    """The first group of ``rows`` (grouped by ``by``) that holds runs of several training
+    budgets, in words (``"regime=rich holds runs of 2 training budgets (10, 20 steps)"``),
+    or None (see :func:`mixed_budgets`).
+
+    Parameters
+    ----------
+    rows
+        Runs (dictionaries with the ``by`` columns and ``budget_steps``).
+    by
+        The columns that define the groups.
+    """
+    if "budget_steps" in by:
+        return None
+    budgets: dict[tuple, set[int]] = {}
+    for row in rows:
+        if row.get("budget_steps") is not None:
+            key = tuple(row.get(name) for name in by)
+            budgets.setdefault(key, set()).add(int(row["budget_steps"]))
+    mixed = sorted((key, sorted(found)) for key, found in budgets.items() if len(found) > 1)
+    if not mixed:
+        return None
+    key, found = mixed[0]
+    where = ", ".join(f"{name}={value}" for name, value in zip(by, key)) or "the table"
+    others = f" (and {len(mixed) - 1} other group(s))" if len(mixed) > 1 else ""
+    steps = ", ".join(f"{budget:,}" for budget in found)
+    return f"{where}{others} holds runs of {len(found)} training budgets ({steps} steps)"
+
+
 def flat_reason(p_value: float, n_points: int, n_params: int = 3) -> str:
     """The message of a ``flat`` fit: its F-test p-value and residual degrees of freedom.
 

@@ -25,13 +25,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from scalelib.atomic import atomic_path
 from scalelib.convergence import Plateau
+
+if TYPE_CHECKING:  # scalelib.train imports this module
+    from scalelib.train import BestCheckpoint, Convergence
 
 RESUME_NAME = "resume.pt"
 FORMAT = 1
@@ -57,8 +60,9 @@ class SavedRun:
     elapsed_s: float
     state: dict[str, Any]
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, best: Any,
-                convergence: Any, mask_rng: torch.Generator, device: torch.device) -> None:
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                best: BestCheckpoint, convergence: Convergence, mask_rng: torch.Generator,
+                device: torch.device) -> None:
         """Put the saved state back into freshly built run objects.
 
         Parameters
@@ -115,7 +119,8 @@ class ResumeFile:
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
             if saved["identity"] != self.identity:
-                return self._discard("was written for another run or library version")
+                self._discard("was written for another run or library version")
+                return None
             names = saved["curve"]["columns"]
             curve = [dict(zip(names, row)) for row in zip(*saved["curve"]["values"])]
             tallies = saved["tallies"]
@@ -123,14 +128,16 @@ class ResumeFile:
                            int(tallies["masked_seen"]), float(tallies["final_train_loss"]),
                            float(tallies["elapsed_s"]), saved)
         except Exception as error:  # noqa: BLE001  (any damage: truncated zip, bad pickle, missing key)
-            return self._discard(f"is damaged ({type(error).__name__}: {_first_line(error)})")
+            self._discard(f"is damaged ({type(error).__name__}: {_first_line(error)})")
+            return None
         if run.step != len(run.curve) or run.step < 1:
-            return self._discard("is damaged (its step and curve disagree)")
+            self._discard("is damaged (its step and curve disagree)")
+            return None
         return run
 
     def save(self, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             best: Any, convergence: Any, mask_rng: torch.Generator, device: torch.device,
-             curve: list[dict], tallies: dict[str, float]) -> None:
+             best: BestCheckpoint, convergence: Convergence, mask_rng: torch.Generator,
+             device: torch.device, curve: list[dict], tallies: dict[str, float]) -> None:
         """Write the state after ``step`` (an evaluation step), replacing the previous one.
 
         Parameters
@@ -181,7 +188,6 @@ class ResumeFile:
         warnings.warn(f"resume file {self.path} {why}; training this run from step 1",
                       ResumeWarning, stacklevel=3)
         self.remove()
-        return None
 
 
 def run_identity(*, fingerprint: str, n_genes: int, size: dict, config: dict, seed: int,

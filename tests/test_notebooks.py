@@ -118,6 +118,19 @@ def test_scaling_notebook_defaults_plan_exactly_the_demos_runs(tmp_path):
         assert budgets["limited"] < budgets["rich"] == TRAIN_PRESETS[preset].total_steps
 
 
+def test_scaling_notebook_refuses_to_train_a_second_budget_into_a_sweep(smoke_sweep, tmp_path):
+    """Fits by regime take one budget, so Train with another budget into a sweep that holds
+    the preset's refuses before training (and trains nothing)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(smoke_sweep, sweep)
+    before = (sweep / "results.parquet").read_bytes()
+    result = run_notebook("scaling", "--preset", "smoke", "--out", str(sweep), "--train",
+                          "--steps", "7", "--bootstrap", "0")
+    assert ("not trained: with these runs, regime=limited (and 1 other group(s)) holds runs of "
+            "2 training budgets (7, 15 steps)") in result.stdout
+    assert (sweep / "results.parquet").read_bytes() == before
+
+
 def test_scaling_notebook_reopened_does_not_retrain(smoke_sweep):
     before = pl.read_parquet(smoke_sweep / "results.parquet")
     result = run_notebook("scaling", "--preset", "smoke", "--out", str(smoke_sweep),

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -16,7 +17,8 @@ from scalelib.config import TRAIN_PRESETS, Regime, TrainConfig
 from scalelib.data.preprocess import simulate_dataset
 from scalelib.data.store import load_dataset
 from scalelib.errors import ScalelibError
-from scalelib.scaling import fit_groups, fit_power_law
+from scalelib.explore import purefit
+from scalelib.scaling import fit_groups, fit_joint_table, fit_power_law
 from scalelib.scaling.validation import VALUE_RANGE
 
 SWEEP = ["sweep", "--simulate", "rich", "--regime-preset", "smoke", "--ladder", "smoke",
@@ -194,16 +196,39 @@ def test_fit_of_a_header_only_csv_says_the_table_is_empty(tmp_path, capsys):
     assert "the table has no rows;" in capsys.readouterr().err
 
 
-def test_fits_never_mix_budgets_silently():
+def test_fits_never_mix_budgets():
+    """One rule for the fit in P, the joint fit and the explorer's fit: a group of several
+    budgets is refused with the fix; grouping by budget_steps (or one budget) fits."""
     rows = pl.DataFrame({
         "run_id": [str(i) for i in range(6)], "dataset_fingerprint": "f", "status": "ok",
-        "n_train_cells": 100, "budget_steps": [10, 10, 10, 20, 20, 20],
+        "regime": "rich", "n_train_cells": [100, 100, 100, 50, 50, 50],
+        "budget_steps": [10, 10, 10, 20, 20, 20],
         "params": [10, 100, 1000] * 2, "best_val_mse": [1.0, 0.8, 0.7, 0.9, 0.7, 0.6]})
-    with pytest.warns(UserWarning, match="mix runs of different training budgets"):
-        fit_groups(rows, by=(), methods=("grid",))
+    refusal = ("regime=rich holds runs of 2 training budgets (10, 20 steps) and a fit takes "
+               "one: fit them apart (scalelib fit --group-by regime budget_steps)")
+    with pytest.raises(ScalelibError, match=re.escape(refusal)):
+        fit_groups(rows, methods=("grid",))
+    with pytest.raises(ScalelibError, match=re.escape(refusal)):
+        fit_joint_table(rows, by=("regime",))
+    with pytest.raises(ScalelibError, match=re.escape(refusal)):
+        purefit.fit_rows(rows.to_dicts(), methods=("grid",))
+    apart = fit_groups(rows, by=("regime", "budget_steps"), methods=("grid",))
+    assert [fit.group["budget_steps"] for fit in apart] == [10, 20]
+    assert [fit.n_runs for fit in apart] == [3, 3]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit_groups(rows.filter(pl.col("budget_steps") == 10), by=(), methods=("grid",))
+
+
+def test_cli_fit_of_mixed_budgets_exits_2_naming_the_grouping(tmp_path, capsys):
+    path = tmp_path / "mixed.csv"
+    pl.DataFrame({"params": [10, 100, 1000] * 2, "best_val_mse": [1.0, 0.8, 0.7, 0.9, 0.7, 0.6],
+                  "budget_steps": [10] * 3 + [20] * 3}).write_csv(path)
+    assert main(["fit", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "the table holds runs of 2 training budgets" in error
+    assert "--group-by budget_steps)" in error
+    assert main(["fit", str(path), "--group-by", "budget_steps"]) == 0
 
 
 def test_smoke_preset_is_valid():

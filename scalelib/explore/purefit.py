@@ -108,10 +108,15 @@ def fit_rows(rows: Sequence[dict[str, Any]], *, x: str = "params", y: str = "bes
     ``scaling.fit_groups``, each group is compared with the ``baselines`` scored on its data
     and its runs' ``converged`` flags (:func:`scalelib.fitrules.run_context`), so that
     ``above_baseline`` and ``budget_limited`` apply here too.
+    A group mixing training budgets is refused (a ScalelibError,
+    :func:`scalelib.fitrules.mixed_budgets`).
     """
     for method in methods:
         _fitter(method)
     kept = [row for row in rows if row.get("status", "ok") == "ok"]
+    refusal = rules.mixed_budgets(kept, by)
+    if refusal is not None:
+        raise ScalelibError(refusal)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in kept:
         groups.setdefault(tuple(row.get(name) for name in by), []).append(row)

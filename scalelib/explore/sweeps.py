@@ -18,6 +18,7 @@ import polars as pl
 from scalelib.config import TRAIN_PRESETS, ModelSize, TrainConfig
 from scalelib.data.store import ExpressionDataset, is_dataset_dir, load_dataset
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import budget_mix
 from scalelib.model import count_parameters
 from scalelib.scaling import PowerLawFit, ok_rows, transformer_rows
 from scalelib.sweep import RunSpec, SweepCallbacks, plan_runs
@@ -139,6 +140,30 @@ def plan(datasets: Sequence[ExpressionDataset], sizes: Sequence[ModelSize],
         budget = regime_budget(config, dataset.regime) if regime_budgets else config
         runs += plan_runs(dataset, sizes, budget, seeds=seeds, train_sizes=train_sizes)
     return runs
+
+
+def budget_refusal(runs: Sequence[RunSpec], results: pl.DataFrame) -> str | None:
+    """Why ``runs`` must not be trained into a sweep whose table is ``results``, or None: they
+    would put a second training budget into a regime, and the notebook's fits by regime (like
+    the report's) refuse to mix budgets (:func:`scalelib.fitrules.mixed_budgets`).
+
+    Parameters
+    ----------
+    runs
+        Planned runs (see :func:`plan`).
+    results
+        The sweep directory's results table (empty when it has none).
+    """
+    planned = [{"regime": run.dataset.regime, "budget_steps": run.config.total_steps}
+               for run in runs]
+    finished = transformer_rows(ok_rows(results))
+    if "budget_steps" in finished.columns:
+        planned += finished.select("regime", "budget_steps").to_dicts()
+    mixed = budget_mix(planned, ("regime",))
+    if mixed is None:
+        return None
+    return (f"with these runs, {mixed}, and fits by regime take one budget: choose another "
+            "sweep directory, or the budget of the runs already there")
 
 
 def ladder_table(sizes: Sequence[ModelSize], n_genes: Sequence[int]) -> pl.DataFrame:

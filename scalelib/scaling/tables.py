@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -17,6 +16,7 @@ from scalelib.fitrules import (
     CI_NAMES,
     MSE_OBJECTIVE,
     TRANSFORMER,
+    mixed_budgets,
     run_context,
     scaling_row_mask,
 )
@@ -131,15 +131,13 @@ def data_size_rows(results: pl.DataFrame) -> pl.DataFrame:
     return rows.filter(several)
 
 
-def _warn_of_mixed_budgets(rows: pl.DataFrame, by: Sequence[str]) -> None:
-    """Warn when one fit group holds runs of several training budgets (``budget_steps``)."""
-    if "budget_steps" not in rows.columns or "budget_steps" in by:
+def _refuse_mixed_budgets(rows: pl.DataFrame, by: Sequence[str]) -> None:
+    """Raise when a fit group holds runs of several training budgets (:func:`mixed_budgets`)."""
+    if "budget_steps" not in rows.columns:
         return
-    mixed = [group for group, part in _groups(rows, by) if part["budget_steps"].n_unique() > 1]
-    if mixed:
-        warnings.warn(f"{len(mixed)} fit group(s) mix runs of different training budgets; fit "
-                      "one budget at a time (group by budget_steps, or filter the table)",
-                      stacklevel=3)
+    refusal = mixed_budgets(rows.select([*dict.fromkeys([*by, "budget_steps"])]).to_dicts(), by)
+    if refusal is not None:
+        raise ScalelibError(refusal)
 
 
 def _refuse_mixed_objectives(rows: pl.DataFrame, by: Sequence[str]) -> None:
@@ -184,7 +182,8 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
     """Fit every group of a table (only ``status == "ok"`` rows when it has a status column).
 
     Only trained models are fitted (``model_family == "transformer"`` when the table has that
-    column). Two checks use what the table knows about the runs
+    column), and a group must hold runs of one training budget (``budget_steps``; group by it
+    to fit several, see :func:`scalelib.fitrules.mixed_budgets`). Two checks use what the table knows about the runs
     (:mod:`scalelib.statuses`): ``above_baseline`` when the group's best loss does not
     beat the best baseline scored on the same data, and ``budget_limited`` when a run carrying
     the fit (the larger half of the sizes, at least two) has ``converged`` false.
@@ -216,6 +215,11 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
         Ordered by group then method, each with ``group`` set. A group that cannot be fitted
         (e.g. fewer than 3 distinct ``x``) gives a fit with status ``error``, NaN parameters
         and the reason in ``message``, so that other groups still report.
+
+    Raises
+    ------
+    ScalelibError
+        A named column is missing, the table has no finished runs, or a group mixes budgets.
     """
     _require_columns(table, [x, y, *by])
     for method in methods:
@@ -232,7 +236,7 @@ def fit_groups(table: pl.DataFrame, *, x: str = "params", y: str = "best_val_mse
         raise ScalelibError(f"no run has a value in {y!r} (bits come from runs with "
                             "--objective gaussian or nb); pick another --y")
     _refuse_mixed_objectives(rows, by)
-    _warn_of_mixed_budgets(rows, by)
+    _refuse_mixed_budgets(rows, by)
     fits = []
     for group, part in _groups(rows, by):
         context = run_context(part.to_dicts(), matching_baselines(part, baselines).to_dicts(),
@@ -294,14 +298,15 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
     Raises
     ------
     ScalelibError
-        A named column is missing or not numeric, or (``errors="raise"``) a group cannot be
-        fitted.
+        A named column is missing or not numeric, a group mixes training budgets, or
+        (``errors="raise"``) a group cannot be fitted.
     """
     _require_columns(table, [n, d, y, *by])
     rows = transformer_rows(ok_rows(table))
     if rows.height == 0:
         raise ScalelibError("the table has no rows to fit (none with status 'ok'); point to a "
                             "table with one row per run")
+    _refuse_mixed_budgets(rows, by)
     fits = []
     for group, part in _groups(rows, by):
         try:

@@ -25,7 +25,7 @@ from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder
 from scalelib.data.preprocess import load_or_simulate
 from scalelib.errors import ScalelibError
 from scalelib.plots import save_chart, scaling_chart
-from scalelib.results import print_table
+from scalelib.results import print_table, read_results
 from scalelib.scaling import (
     METHODS,
     PowerLawFit,
@@ -94,7 +94,8 @@ def run_demo(
         raise ScalelibError(f"unknown demo preset {preset!r}; choose demo or smoke")
     check_sweep_dir(out_dir)
     runs = plan_demo(out_dir, preset=preset, seeds=seeds)
-    results = run_sweep(runs, out_dir, rerun=rerun, callbacks=callbacks, progress=progress)
+    run_sweep(runs, out_dir, rerun=rerun, callbacks=callbacks, progress=progress)
+    results = read_results(out_dir / "results.parquet")  # the runs and their baselines
     fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=n_bootstrap)
     files = {
         "results": out_dir / "results.parquet",

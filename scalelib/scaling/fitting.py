@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -17,6 +16,7 @@ from scalelib.scaling.methods import (
     _profile_starts,
     _theta_from,
 )
+from scalelib.scaling.numerics import percentile_intervals
 from scalelib.scaling.optimise import _single_threaded_blas
 from scalelib.scaling.powerlaw import PowerLawFit, interval_issues
 from scalelib.scaling.validation import _validate
@@ -125,7 +125,7 @@ def bootstrap_power_law(x: Iterable[float], y: Iterable[float], method: str = "h
                 kept.append(_refit(xs[rows], ys[rows], method, full))
             if on_resample is not None:
                 on_resample()
-    ci = _percentile_intervals(kept, level)
+    ci = percentile_intervals(kept, CI_NAMES, level)
     message = full.message
     if not kept:
         message = "; ".join(filter(None, [message, "bootstrap: every resample was skipped"]))
@@ -133,17 +133,3 @@ def bootstrap_power_law(x: Iterable[float], y: Iterable[float], method: str = "h
                   bootstrap_failures=failures, message=message,
                   bootstrap_params=tuple((f.a, f.alpha, f.c) for f in kept))
     return fit.with_issues(interval_issues(fit, float(ys.min())))
-
-
-def _percentile_intervals(fits: list[PowerLawFit], level: float) -> dict[str, tuple[float, float]]:
-    tail = 50 * (1 - level)
-    intervals = {}
-    for name in CI_NAMES:
-        values = np.array([getattr(f, name) for f in fits], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size:
-            low, high = np.percentile(values, [tail, 100 - tail])
-            intervals[name] = (float(low), float(high))
-        else:
-            intervals[name] = (math.nan, math.nan)
-    return intervals

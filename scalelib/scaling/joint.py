@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, HUBER_DELTA
-from scalelib.scaling.numerics import _float, _log_r2, entropy_bits
+from scalelib.scaling.numerics import _float, _log_r2, entropy_bits, percentile_intervals
 from scalelib.scaling.optimise import _huber, _lbfgs, _single_threaded_blas
 from scalelib.scaling.params import _bounds, _JointTheta, _unpack
 from scalelib.scaling.validation import _validate
@@ -292,7 +292,7 @@ def bootstrap_joint(n: Iterable[float], d: Iterable[float], loss: Iterable[float
                 kept.append(_refit(ns[rows], ds[rows], ys[rows], warm, delta, names))
             if on_resample is not None:
                 on_resample()
-    ci = _intervals(kept, level)
+    ci = percentile_intervals(kept, JOINT_CI_NAMES, level)
     fit = replace(full, ci=ci, ci_level=level, n_bootstrap=n_resamples, bootstrap_seed=seed,
                   bootstrap_failures=failures,
                   bootstrap_params=tuple(tuple(getattr(f, k) for k in JOINT_PARAMS)
@@ -342,20 +342,6 @@ def _refit(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, warm: list[np.ndarray
             break
         fit = _fit_points(ns, ds, ys, starts, delta, names)
     return fit
-
-
-def _intervals(fits: list[JointFit], level: float) -> dict[str, tuple[float, float]]:
-    tail = 50 * (1 - level)
-    intervals = {}
-    for name in JOINT_CI_NAMES:
-        values = np.array([getattr(f, name) for f in fits], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size:
-            low, high = np.percentile(values, [tail, 100 - tail])
-            intervals[name] = (float(low), float(high))
-        else:
-            intervals[name] = (math.nan, math.nan)
-    return intervals
 
 
 def _interval_issues(ci: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,3 +61,20 @@ def _log_r2(y: np.ndarray, predicted: np.ndarray) -> float:
 def _float(value: Any) -> float:
     """``value`` as a float; ``None`` (JSON ``null``) becomes NaN."""
     return math.nan if value is None else float(value)
+
+
+def percentile_intervals(fits: Sequence[Any], names: Sequence[str],
+                         level: float) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of the named attributes over bootstrap fits (finite values only;
+    NaN bounds where none is finite), shared by the power-law and joint bootstraps."""
+    tail = 50 * (1 - level)
+    intervals = {}
+    for name in names:
+        values = np.array([getattr(fit, name) for fit in fits], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            low, high = np.percentile(values, [tail, 100 - tail])
+            intervals[name] = (float(low), float(high))
+        else:
+            intervals[name] = (math.nan, math.nan)
+    return intervals

@@ -210,10 +210,10 @@ class TrainConfig:
         ``converge`` budget mode, whose schedule is warm-up, flat, then a linear cool-down.
     budget_mode
         ``"fixed"``: train for the whole budget. ``"converge"``: train until the validation
-        loss stops improving by more than ``converge_tol`` (relative) over the last quarter of
+        loss stops improving by more than ``converge_tol`` (relative) over the last half of
         the evaluations, capped by the budget; cells seen become an outcome of the run.
     converge_tol
-        Relative improvement of the best validation MSE over the last quarter of evaluations
+        Relative improvement of the best validation MSE over the last half of evaluations
         below which a run counts as converged (both modes label runs with this rule).
     cooldown_frac
         In the ``converge`` mode, the learning rate decays linearly to ``min_lr_ratio * lr``

@@ -62,7 +62,7 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "budget_mode": (pl.Utf8, "fixed (the whole budget) or converge (until the rule held)"),
     "converged": (pl.Boolean, "the convergence rule held (scalelib.convergence)"),
     "val_improvement": (pl.Float64, ("relative improvement of the best validation MSE over the "
-                        "last quarter of evaluations (the rule's measure)")),
+                        "last half of evaluations (the rule's measure)")),
     "wall_time_s": (pl.Float64, "training wall time in seconds"),
     "device": (pl.Utf8, "torch device"),
     "dtype": (pl.Utf8, "matrix-product precision (fp32 or bf16 autocast)"),

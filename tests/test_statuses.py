@@ -143,3 +143,18 @@ def test_convergence_rule_tells_a_plateau_from_a_falling_curve():
     assert not plateaued(falling).converged and plateaued(falling).improvement > 0.1
     assert plateaued(plateau).converged and plateaued(plateau).improvement == 0.0
     assert not plateaued(plateau[:3]).converged  # too few evaluations to tell
+
+
+@pytest.mark.parametrize("exponent", [0.3, 0.5, 1.0, 2.0])
+def test_a_run_the_rule_calls_converged_gains_less_than_the_tolerance_from_twice_the_budget(
+        exponent):
+    """On a power-law learning curve L(t) = 1.5 + t^-g evaluated every 10 steps, the first
+    evaluation at which the rule holds is one where doubling the steps buys less than tol."""
+    def loss(step: float) -> float:
+        return 1.5 + step**-exponent
+
+    steps = np.arange(10, 200_001, 10)
+    scores = [loss(s) for s in steps]
+    first = next(n for n in range(4, len(scores) + 1) if plateaued(scores[:n]).converged)
+    step = steps[first - 1]
+    assert (loss(step) - loss(2 * step)) / loss(step) < 0.01

@@ -71,7 +71,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--cells", type=int, help="budget in training cells seen")
     group.add_argument("--budget", choices=("fixed", "converge"), dest="budget_mode",
                        help="fixed: train the whole budget; converge: train until the "
-                       "validation loss stops improving (--converge-tol over the last quarter "
+                       "validation loss stops improving (--converge-tol over the last half "
                        "of evaluations), with --steps/--cells as the cap")
     group.add_argument("--converge-tol", type=float,
                        help="relative improvement that still counts as converged (0.01)")

@@ -37,7 +37,8 @@ from scalelib.scaling import (
     verdict,
     write_fits,
 )
-from scalelib.sweep import RunSpec, SweepCallbacks, check_sweep_dir, plan_runs, run_sweep
+from scalelib.sweep import RunSpec, SweepCallbacks, check_sweep_dir, plan_runs
+from scalelib.workers import run_with_workers
 
 DEMO_REGIMES = ("rich", "limited")
 # Training cells seen per run. The limited regime (900 training cells, twice the genes, so
@@ -67,6 +68,7 @@ def run_demo(
     rerun: bool = False,
     progress: bool = True,
     callbacks: SweepCallbacks | None = None,
+    workers: int = 1,
 ) -> DemoSummary:
     """Simulate both demo regimes, train the demo ladder on each, fit and plot.
 
@@ -87,6 +89,8 @@ def run_demo(
         Show terminal progress bars.
     callbacks
         Sweep progress hooks (notebooks).
+    workers
+        Processes training at once on this machine (see :mod:`scalelib.workers`).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -94,7 +98,7 @@ def run_demo(
         raise ScalelibError(f"unknown demo preset {preset!r}; choose demo or smoke")
     check_sweep_dir(out_dir)
     runs = plan_demo(out_dir, preset=preset, seeds=seeds)
-    run_sweep(runs, out_dir, rerun=rerun, callbacks=callbacks, progress=progress)
+    run_with_workers(runs, out_dir, workers, rerun=rerun, callbacks=callbacks, progress=progress)
     results = read_results(out_dir / "results.parquet")  # the runs and their baselines
     fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=n_bootstrap)
     files = {

@@ -183,9 +183,17 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not fit the mean, PCA, ridge and kNN baselines (by default "
                         "they are stored once per dataset and training-set size)")
+    _add_workers_option(parser)
     _add_launch_options(parser)
     add_training_options(parser)
     parser.set_defaults(handler=_sweep)
+
+
+def _add_workers_option(parser: argparse.ArgumentParser, default: int = 1) -> None:
+    parser.add_argument("--workers", type=int, default=default,
+                        help="processes training runs at once on this machine, each with its "
+                        f"share of the CPU threads (default {default}; small models train "
+                        "fastest one thread per process)")
 
 
 def _add_launch_options(parser: argparse.ArgumentParser) -> None:
@@ -209,6 +217,8 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.rebuild_table:
         return _rebuild_table(args.out)
     config = training_config(args)
+    if args.workers != 1 and args.launcher is not None:
+        raise ScalelibError("--workers and --launcher both start processes; choose one")
     if args.launcher is not None:
         return _sweep_launched(args, config)
     with joined(config.device):  # the processes torchrun started, if any (rank 0 prints)
@@ -232,13 +242,19 @@ def _plan_sweep(args: argparse.Namespace, config: TrainConfig) -> list[RunSpec]:
 
 
 def _sweep_in_group(args: argparse.Namespace, config: TrainConfig) -> int:
-    from scalelib.sweep import SweepCallbacks, run_sweep
+    from scalelib.distributed import launched_by_torchrun
+    from scalelib.sweep import SweepCallbacks
+    from scalelib.workers import run_with_workers
 
+    if args.workers != 1 and launched_by_torchrun():
+        raise ScalelibError("--workers starts its own processes; run it without torchrun")
     runs = _plan_sweep(args, config)
     trained = []
-    table = run_sweep(runs, args.out, rerun=args.rerun, in_memory=not args.memmap,
-                      callbacks=SweepCallbacks(on_run_start=lambda i, n, run: trained.append(run)),
-                      baselines=not args.no_baselines)
+    table = run_with_workers(runs, args.out, args.workers, rerun=args.rerun,
+                             in_memory=not args.memmap,
+                             callbacks=SweepCallbacks(
+                                 on_run_start=lambda i, n, run: trained.append(run)),
+                             baselines=not args.no_baselines)
     status = _print_sweep(table, args.out, len(trained), len(runs))
     if args.budget_check:
         from scalelib.budget_check import CHECK_SUMMARY, budget_check_sentence, check_budget
@@ -318,6 +334,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (0)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
+    _add_workers_option(parser)
     parser.set_defaults(handler=_demo)
 
 
@@ -327,7 +344,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
     summary = run_demo(args.out, preset=args.preset, seeds=args.seeds,
-                       n_bootstrap=args.bootstrap, rerun=args.rerun)
+                       n_bootstrap=args.bootstrap, rerun=args.rerun, workers=args.workers)
     print_summary(summary)
     return 0
 

@@ -75,6 +75,7 @@ class RunRecipe:
     """What a job needs to plan its run again: the dataset's directory instead of its data."""
 
     dataset_path: str
+    subsample: str
     size: ModelSize
     seed: int
     n_train: int | None
@@ -85,16 +86,19 @@ class RunRecipe:
         """The recipe of a planned run (its dataset must have been loaded from disk)."""
         path = run.dataset.manifest.get("path")
         if path is None:
-            raise ScalelibError("only a dataset directory can be sent to jobs; write the data "
-                                "with `scalelib data build` and pass --data")
-        return cls(str(Path(path).resolve()), run.size, run.seed, run.n_train, run.config)
+            raise ScalelibError("only a dataset directory can be sent to other processes; "
+                                "write the data with `scalelib data build` and pass --data")
+        return cls(str(Path(path).resolve()), run.dataset.subsample, run.size, run.seed,
+                   run.n_train, run.config)
 
     def plan(self, dataset: ExpressionDataset | None = None) -> RunSpec:
         """The run, with the dataset reopened from its directory (or ``dataset``, already
-        opened from there)."""
+        opened from there) and seen through the run's subsampling strategy."""
         from scalelib.data.store import load_dataset
 
         dataset = dataset if dataset is not None else load_dataset(self.dataset_path)
+        if dataset.subsample != self.subsample:
+            dataset = dataset.subsampled(self.subsample)
         return RunSpec(dataset, self.size, self.seed, self.n_train, self.config)
 
 

@@ -8,6 +8,7 @@ from scalelib.data import load_dataset
 from scalelib.data.preprocess import build_dataset, simulate_dataset
 from scalelib.data.subsample import checkpoints, rank_column, rebalanced_order
 from scalelib.errors import ScalelibError
+from scalelib.launch import RunRecipe
 from scalelib.sweep import plan_runs
 
 STRATEGIES = ["random", "rebalanced", "geosketch"]
@@ -84,6 +85,16 @@ def test_plan_runs_crosses_strategies_and_rows_record_them(pbmc):
                      subsamples=["random", "geosketch"])
     assert len(runs) == 4 and len({run.run_id for run in runs}) == 4
     assert [run.dataset.subsample for run in runs] == ["random"] * 2 + ["geosketch"] * 2
+
+
+def test_a_run_sent_to_another_process_keeps_its_strategy(pbmc):
+    """Cluster jobs and --workers reopen the dataset from disk: the strategy must travel."""
+    run = plan_runs(pbmc, get_ladder("smoke")[:1], TRAIN_PRESETS["smoke"], train_sizes=[200],
+                    subsamples=["geosketch"])[0]
+    again = RunRecipe.of(run).plan()
+    assert again.dataset.subsample == "geosketch" and again.run_id == run.run_id
+    assert np.array_equal(again.dataset.split_indices("train", 200),
+                          run.dataset.split_indices("train", 200))
 
 
 def test_bad_strategy_or_balance_column_is_refused_before_work(pbmc3k_counts):

@@ -16,7 +16,8 @@ from scalelib.errors import ScalelibError
 from scalelib.results import read_results
 from scalelib.scaling import transformer_rows
 from scalelib.sweep import plan_runs, run_sweep
-from scalelib.workers import WorkerRun, estimated_cost, run_with_workers, work
+from scalelib.launch import RunRecipe
+from scalelib.workers import estimated_cost, run_with_workers, work
 
 CONFIG = TRAIN_PRESETS["smoke"].with_(max_steps=12, eval_every=4, device="cpu", dtype="fp32")
 
@@ -46,7 +47,7 @@ def test_two_workers_train_each_run_once_with_one_process_results(smoke_runs, tm
 
 
 def test_a_worker_plans_the_same_runs_from_dataset_directories(smoke_runs, tmp_path):
-    recipes = [WorkerRun.of(run) for run in smoke_runs[:2]]
+    recipes = [RunRecipe.of(run) for run in smoke_runs[:2]]
     assert recipes[0].subsample == smoke_runs[0].dataset.subsample
     work(recipes, str(tmp_path / "w"), 1, True)
     rows = read_results(tmp_path / "w" / "results.parquet")
@@ -66,8 +67,8 @@ def test_bad_worker_settings_are_refused_before_training(smoke_runs, tmp_path):
         run_with_workers(smoke_runs, tmp_path / "x", 2, rerun=True)
     on_disk = smoke_runs[0].dataset
     in_memory = ExpressionDataset(X=on_disk.X, obs=on_disk.obs, var=on_disk.var, manifest={})
-    with pytest.raises(ScalelibError, match="datasets on disk"):
-        WorkerRun.of(dataclasses.replace(smoke_runs[0], dataset=in_memory))
+    with pytest.raises(ScalelibError, match="dataset directory"):
+        RunRecipe.of(dataclasses.replace(smoke_runs[0], dataset=in_memory))
     assert not (tmp_path / "x" / "results.parquet").exists()
     data = smoke_runs[0].dataset.manifest["path"]
     code = main(["sweep", "--data", data, "--ladder", "smoke", "--out", str(tmp_path / "s"),

@@ -13,10 +13,10 @@ from scalelib.config import TRAIN_PRESETS, get_ladder
 from scalelib.data.preprocess import load_or_simulate
 from scalelib.data.store import ExpressionDataset
 from scalelib.errors import ScalelibError
+from scalelib.launch import RunRecipe
 from scalelib.results import read_results
 from scalelib.scaling import transformer_rows
 from scalelib.sweep import plan_runs, run_sweep
-from scalelib.launch import RunRecipe
 from scalelib.workers import estimated_cost, run_with_workers, work
 
 CONFIG = TRAIN_PRESETS["smoke"].with_(max_steps=12, eval_every=4, device="cpu", dtype="fp32")

@@ -161,15 +161,8 @@ class ReferenceTransformer(nn.Module):
             size.d_model, size.n_heads, size.ff_mult * size.d_model, dropout, "gelu",
             batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, size.n_layers, enable_nested_tensor=False)
-        with torch.no_grad():
-            for reference, block in zip(self.encoder.layers, model.blocks, strict=True):
-                reference.self_attn.in_proj_weight.copy_(block.qkv.weight)
-                reference.self_attn.in_proj_bias.copy_(block.qkv.bias)
-                reference.self_attn.out_proj.load_state_dict(block.attn_out.state_dict())
-                reference.norm1.load_state_dict(block.attn_norm.state_dict())
-                reference.norm2.load_state_dict(block.ff_norm.state_dict())
-                reference.linear1.load_state_dict(block.ff_in.state_dict())
-                reference.linear2.load_state_dict(block.ff_out.state_dict())
+        for reference, block in zip(self.encoder.layers, model.blocks, strict=True):
+            copy_block_weights(block, reference)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Predict one value per gene, shape ``(batch, n_genes)``."""
@@ -178,6 +171,28 @@ class ReferenceTransformer(nn.Module):
                                    self.value_projection(visible))
         hidden = self.encoder(self.gene_embedding.weight + value_tokens)
         return self.head(hidden).squeeze(-1)
+
+
+def copy_block_weights(block: nn.Module, reference: nn.TransformerEncoderLayer) -> None:
+    """Copy an :class:`~scalelib.model.EncoderBlock`'s weights into the equivalent pre-LayerNorm
+    ``nn.TransformerEncoderLayer`` (fused query/key/value projection, output projection, both
+    norms, both feed-forward layers).
+
+    Parameters
+    ----------
+    block
+        The block to copy from.
+    reference
+        The layer to copy into, of the block's shape.
+    """
+    with torch.no_grad():
+        reference.self_attn.in_proj_weight.copy_(block.qkv.weight)
+        reference.self_attn.in_proj_bias.copy_(block.qkv.bias)
+        reference.self_attn.out_proj.load_state_dict(block.attn_out.state_dict())
+        reference.norm1.load_state_dict(block.attn_norm.state_dict())
+        reference.norm2.load_state_dict(block.ff_norm.state_dict())
+        reference.linear1.load_state_dict(block.ff_in.state_dict())
+        reference.linear2.load_state_dict(block.ff_out.state_dict())
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalelib import cpu_dropout
+from scalelib.bench import copy_block_weights
 from scalelib.cpu_dropout import attention, dropout, keep_mask, keep_probability
 from scalelib.model import EncoderBlock
 
@@ -102,14 +103,7 @@ def test_block_with_dropout_matches_torch_encoder_layer_in_distribution():
     reference = nn.TransformerEncoderLayer(d_model, heads, ff_mult * d_model, dropout=p,
                                            activation="gelu", batch_first=True, norm_first=True)
     block = EncoderBlock(d_model, heads, ff_mult, dropout=p, attention_dropout=p)
-    with torch.no_grad():
-        block.qkv.weight.copy_(reference.self_attn.in_proj_weight)
-        block.qkv.bias.copy_(reference.self_attn.in_proj_bias)
-        block.attn_out.load_state_dict(reference.self_attn.out_proj.state_dict())
-        block.attn_norm.load_state_dict(reference.norm1.state_dict())
-        block.ff_norm.load_state_dict(reference.norm2.state_dict())
-        block.ff_in.load_state_dict(reference.linear1.state_dict())
-        block.ff_out.load_state_dict(reference.linear2.state_dict())
+    copy_block_weights(block, reference)
     x = torch.randn(1, 12, d_model).expand(600, 12, d_model)  # 600 draws on one cell
     with torch.no_grad():
         ours, theirs = block.train()(x), reference.train()(x)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from scalelib.bench import copy_block_weights
 from scalelib.config import DEMO_LADDER, PAPER_LADDER, ModelSize, find_size
 from scalelib.errors import ScalelibError
 from scalelib.model import (
@@ -46,14 +47,7 @@ def test_block_computes_what_torch_transformer_encoder_layer_computes():
     reference = nn.TransformerEncoderLayer(d_model, heads, ff_mult * d_model, dropout=0.1,
                                            activation="gelu", batch_first=True, norm_first=True)
     block = EncoderBlock(d_model, heads, ff_mult, dropout=0.1, attention_dropout=0.1)
-    with torch.no_grad():
-        block.qkv.weight.copy_(reference.self_attn.in_proj_weight)
-        block.qkv.bias.copy_(reference.self_attn.in_proj_bias)
-        block.attn_out.load_state_dict(reference.self_attn.out_proj.state_dict())
-        block.attn_norm.load_state_dict(reference.norm1.state_dict())
-        block.ff_norm.load_state_dict(reference.norm2.state_dict())
-        block.ff_in.load_state_dict(reference.linear1.state_dict())
-        block.ff_out.load_state_dict(reference.linear2.state_dict())
+    copy_block_weights(block, reference)
     x = torch.randn(3, 50, d_model)
     torch.testing.assert_close(block.eval()(x), reference.eval()(x))
     assert sum(p.numel() for p in block.parameters()) == sum(

@@ -14,11 +14,20 @@ floor is exact (:mod:`scalelib.data.floor_dataset`), trains a ladder on it to co
   conditional entropy of a masked gene (``-E log2 p(x_j | unmasked genes)``, exact for the
   mixture), and the Gaussian reading of the true floor itself, which separates the error of
   the Gaussian assumption from the error of the fitted ``c``;
-- ridge regression's validation MSE on the same cells and masks (:mod:`scalelib.baselines`).
+- ridge regression's validation MSE on the same cells and masks (:mod:`scalelib.baselines`);
+- the bits measured directly: the same ladder trained with the heteroscedastic Gaussian head
+  (``--objective gaussian``, :mod:`scalelib.objectives`), whose validation NLL in bits per
+  masked gene is a cross-entropy of the same stored values on the same validation cells and
+  masks as the true bits (no standardisation anywhere between ``X`` and the head), so it can
+  never fall below them beyond their error bar either; with its fitted floor (``L = a P^-alpha
+  + c`` in bits, both methods). The mixture has no point mass at zero, so here, unlike on log1p
+  values of real counts, the head's bits are a well-defined upper bound on a differential
+  entropy.
 
 Output directory (default ``data/calibrate/<preset>``): ``datasets/<name>/`` (the mixture
 dataset, reused when its settings match), ``runs/``, ``results.parquet``, ``fits.json`` and
-``calibration.json`` (what ``--json`` prints).
+``calibration.json`` (what ``--json`` prints). ``fits.json`` holds the MSE fits; the fits of the
+Gaussian head's bits are in ``calibration.json`` under ``gaussian_head_bits``.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from scalelib.scaling import (
 from scalelib.sweep import check_sweep_dir, plan_runs, run_sweep
 
 FLOOR_Z = 1.96  # the floor's error bar: this many Monte Carlo standard errors
+HEAD_OBJECTIVE = "gaussian"  # the likelihood head trained beside the MSE ladder
 SUMMARY_FILE = "calibration.json"
 
 
@@ -83,6 +93,7 @@ class Calibration:
     dataset: ExpressionDataset
     results: pl.DataFrame
     fits: list[PowerLawFit]
+    head_fits: list[PowerLawFit]
     ridge_val_mse: float
     wall_time_s: float
 
@@ -93,9 +104,14 @@ class Calibration:
 
     @property
     def best_run(self) -> dict:
-        """The transformer run with the lowest validation MSE."""
-        runs = transformer_rows(self.results).filter(pl.col("status") == "ok")
-        return runs.sort("best_val_mse").row(0, named=True)
+        """The MSE-trained transformer run with the lowest validation MSE."""
+        return _finished(self.results, "mse").sort("best_val_mse").row(0, named=True)
+
+    @property
+    def best_head_run(self) -> dict | None:
+        """The Gaussian-head run with the lowest validation bits (None: none finished)."""
+        runs = _finished(self.results, HEAD_OBJECTIVE)
+        return runs.sort("best_val_bits").row(0, named=True) if runs.height else None
 
     @property
     def floor_beaten(self) -> bool:
@@ -103,11 +119,18 @@ class Calibration:
         val = self.floor["val"]
         return self.best_run["best_val_mse"] < val["mse"] - FLOOR_Z * val["mse_se"]
 
+    @property
+    def entropy_beaten(self) -> bool:
+        """True when the Gaussian head's bits fall below the true bits by more than their error
+        bar (a cross-entropy cannot fall below the entropy)."""
+        head, val = self.best_head_run, self.floor["val"]
+        return head is not None and head["best_val_bits"] < val["bits"] - FLOOR_Z * val["bits_se"]
+
     def to_dict(self) -> dict:
         """The calibration as JSON-ready data (the keys ``scalelib calibrate --json`` prints)."""
         val, expected = self.floor["val"], self.floor["expected"]
         best = self.best_run
-        runs = transformer_rows(self.results)
+        runs = transformer_rows(self.results).filter(pl.col("objective") == "mse")
         return json_ready({
             "preset": self.preset,
             "dataset": self.dataset.manifest.get("path"),
@@ -126,17 +149,45 @@ class Calibration:
             "gaussian_bits_from_c": {fit.method: fit.bits for fit in self.fits},
             "gaussian_bits_from_true_floor": entropy_bits(val["mse"]),
             "ridge_val_mse": self.ridge_val_mse,
+            "gaussian_head_bits": self._head_summary(),
+            "entropy_beaten": self.entropy_beaten,
             "runs": runs.height,
             "converged": int(runs["converged"].sum()),
             "wall_time_s": self.wall_time_s,
         })
 
 
-def _fitted_c(fit: PowerLawFit) -> dict:
+    def _head_summary(self) -> dict | None:
+        """The Gaussian head's best bits, its fitted floor in bits and the gaps to the truth."""
+        head = self.best_head_run
+        if head is None:
+            return None
+        runs = transformer_rows(self.results).filter(pl.col("objective") == HEAD_OBJECTIVE)
+        true_bits = self.floor["val"]["bits"]
+        return {
+            "best_val_bits": head["best_val_bits"],
+            "best_size": head["size"],
+            "best_val_mse": head["best_val_mse"],
+            "above_true_bits": head["best_val_bits"] - true_bits,
+            "fitted_floor": {fit.method: _fitted_c(fit, bits=False) for fit in self.head_fits},
+            "runs": runs.height,
+            "converged": int(runs["converged"].sum()),
+        }
+
+
+def _finished(results: pl.DataFrame, objective: str) -> pl.DataFrame:
+    """Finished transformer runs of one objective."""
+    return transformer_rows(results).filter(
+        (pl.col("status") == "ok") & (pl.col("objective").fill_null("mse") == objective))
+
+
+def _fitted_c(fit: PowerLawFit, *, bits: bool = True) -> dict:
     interval = (fit.ci or {}).get("c")
-    return {"c": fit.c, "ci": list(interval) if interval else None, "ci_level": fit.ci_level,
-            "status": fit.status, "alpha": fit.alpha, "r2_log": fit.r2_log,
-            "bits_ci": list((fit.ci or {}).get("bits") or []) or None}
+    fitted = {"c": fit.c, "ci": list(interval) if interval else None, "ci_level": fit.ci_level,
+              "status": fit.status, "alpha": fit.alpha, "r2_log": fit.r2_log}
+    if bits:  # the Gaussian reading of an MSE floor
+        fitted["bits_ci"] = list((fit.ci or {}).get("bits") or []) or None
+    return fitted
 
 
 def run_calibration(
@@ -182,17 +233,22 @@ def run_calibration(
         raise ScalelibError("the dataset's floor was computed under other evaluation masks; "
                             "delete its folder to rebuild it")
     sizes = select_sizes(get_ladder(chosen.ladder), list(chosen.sizes))
-    runs = plan_runs(dataset, sizes, config, seeds=[seed])
+    runs = [*plan_runs(dataset, sizes, config, seeds=[seed]),
+            *plan_runs(dataset, sizes, config.with_(objective=HEAD_OBJECTIVE), seeds=[seed])]
     results = run_sweep(runs, out_dir, progress=progress)
-    if not (results["status"] == "ok").any():
-        raise ScalelibError(f"no run finished; see the failures in {out_dir / 'results.parquet'}")
+    if _finished(results, "mse").height == 0:
+        raise ScalelibError(f"no MSE run finished; see the failures in "
+                            f"{out_dir / 'results.parquet'}")
     baselines = baseline_rows(read_results(out_dir / "results.parquet"))
-    fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=chosen.n_bootstrap,
-                      baselines=baselines)
+    fits = fit_groups(_finished(results, "mse"), by=("regime",), methods=METHODS,
+                      n_bootstrap=chosen.n_bootstrap, baselines=baselines)
     write_fits(fits, out_dir / "fits.json")
+    heads = _finished(results, HEAD_OBJECTIVE)
+    head_fits = (fit_groups(heads, y="best_val_bits", by=("regime",), methods=METHODS,
+                            n_bootstrap=chosen.n_bootstrap) if heads.height else [])
     matched = matching_baselines(results, baselines)
     ridge = matched.filter(pl.col("model_family") == "ridge")["best_val_mse"]
-    calibration = Calibration(preset, dataset, results, fits,
+    calibration = Calibration(preset, dataset, results, fits, head_fits,
                               float(ridge[0]) if len(ridge) else float("nan"),
                               time.perf_counter() - started)
     with atomic_path(out_dir / SUMMARY_FILE) as path:
@@ -251,25 +307,36 @@ def print_calibration(calibration: Calibration) -> None:
           f"{mixture['rank']}, V = {mixture['n_genes']} genes, fitted to "
           f"{manifest['provenance'].get('fit_to')}; "
           f"{summary['converged']} of {summary['runs']} runs converged")
-    print(f"{'':<34}{'MSE':<36}bits per masked gene")
-    print(f"{'true floor (Bayes, val masks)':<34}{_pm(val['mse'], val['mse_se']):<36}"
+    print(f"{'':<34}{'MSE':<44}bits per masked gene")
+    print(f"{'true floor (Bayes, val masks)':<34}{_pm(val['mse'], val['mse_se']):<44}"
           f"{_pm(val['bits'], val['bits_se'])} (exact conditional density)")
     expected = calibration.floor["expected"]
-    print(f"{'  population (fresh cells)':<34}{_pm(expected['mse'], expected['mse_se']):<36}"
+    print(f"{'  population (fresh cells)':<34}{_pm(expected['mse'], expected['mse_se']):<44}"
           f"{_pm(expected['bits'], expected['bits_se'])}")
     for fit in calibration.fits:
         c = summary["fitted_c"][fit.method]
         bits = _num(summary["gaussian_bits_from_c"][fit.method], 3) + _interval(c["bits_ci"], 3)
         print(f"{'fitted c, ' + fit.method:<34}"
-              f"{_num(c['c'], 4) + _interval(c['ci'], 4) + f' ({fit.status})':<36}{bits} "
+              f"{_num(c['c'], 4) + _interval(c['ci'], 4) + f' ({fit.status})':<44}{bits} "
               "(0.5 log2(2 pi e c))")
     print(f"{'best model (' + summary['best_size'] + ')':<34}{_num(summary['best_val_mse'], 4)}")
     print(f"{'ridge baseline':<34}{_num(summary['ridge_val_mse'], 4)}")
-    print(f"{'Gaussian reading of the floor':<34}{'':<36}"
+    print(f"{'Gaussian reading of the floor':<34}{'':<44}"
           f"{summary['gaussian_bits_from_true_floor']:.3f} (0.5 log2(2 pi e floor))")
+    head = summary["gaussian_head_bits"]
+    if head is not None:
+        print(f"{'Gaussian head (' + head['best_size'] + ')':<34}"
+              f"{_num(head['best_val_mse'], 4) + ' (its mean)':<44}"
+              f"{head['best_val_bits']:.3f} (validation NLL)")
+        for method, fit in head["fitted_floor"].items():
+            print(f"{'  fitted floor, ' + method:<34}{'':<44}"
+                  f"{_num(fit['c'], 3) + _interval(fit['ci'], 3)} ({fit['status']})")
     gap = summary["gaussian_bits_from_true_floor"] - val["bits"]
     print(f"0.5 log2(2 pi e c) at the true floor {'over' if gap > 0 else 'under'}states the true "
           f"bits by {abs(gap):.3f} bits per masked gene")
+    if head is not None:
+        print(f"the Gaussian head's bits are {_signed(head['above_true_bits'])} bits from the true "
+              f"bits (a cross-entropy: at or above them up to their error bar)")
     print(f"finished in {calibration.wall_time_s / 60:.1f} min")
     if calibration.floor_beaten:
         print("WARNING: SOMETHING IS WRONG: the best model's validation MSE "
@@ -277,6 +344,13 @@ def print_calibration(calibration: Calibration) -> None:
               f"more than {FLOOR_Z} standard errors ({val['mse_se']:.4f}); no predictor can do "
               "that. Look for masked values leaking into the input or masks that differ from "
               "the validation masks.")
+    if calibration.entropy_beaten:
+        head = summary["gaussian_head_bits"]
+        print("WARNING: SOMETHING IS WRONG: the Gaussian head's validation bits "
+              f"{head['best_val_bits']:.4f} fall below the true conditional entropy "
+              f"{val['bits']:.4f} by more than {FLOOR_Z} standard errors ({val['bits_se']:.4f}); "
+              "a cross-entropy cannot. Look for masked values leaking into the input, masks that "
+              "differ from the validation masks, or values transformed before the head.")
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -287,6 +361,10 @@ def _interval(bounds: list | None, digits: int) -> str:
     if not bounds or None in bounds:
         return ""
     return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
 
 
 def _pm(value: float, se: float) -> str:

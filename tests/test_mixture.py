@@ -3,6 +3,7 @@ datasets and command line built on them."""
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import multivariate_normal, norm
 
 from scalelib.cli import main
@@ -177,6 +178,63 @@ def test_a_trained_model_approaches_the_floor_from_above():
     assert gap < 0.5 * baseline_gap  # most of the way from the per-gene mean to the floor
 
 
+class _BayesGaussianHead(torch.nn.Module):
+    """A "model" whose Gaussian head outputs the exact conditional's mean and variance."""
+
+    def __init__(self, mixture):
+        super().__init__()
+        self.mixture = mixture
+
+    def forward(self, values, mask):
+        from scalelib.objectives import MIN_VARIANCE
+
+        mask = mask.numpy()
+        exact = masked_conditionals(self.mixture, values.numpy(), mask)
+        outputs = np.zeros((*mask.shape, 2))
+        outputs[..., 0][mask] = exact.mean
+        outputs[..., 1][mask] = np.log(np.expm1(exact.variance - MIN_VARIANCE))  # softplus^-1
+        return torch.from_numpy(outputs)
+
+
+@pytest.mark.parametrize("n_types", [1, 3])
+def test_gaussian_head_bits_and_true_bits_are_one_quantity(n_types):
+    """The trainer's scoring of a Gaussian head set to the exact conditional gives the
+    manifest's floor: same stored values, masks, pooling and units (bits) on both sides."""
+    from scalelib.train import evaluate
+
+    mixture = _random_mixture(10, n_types, 2, seed=8)
+    dataset = mixture_dataset(mixture, 3000, seed=3, mc_cells=200)
+    floor = dataset.manifest["bayes_floor"]["val"]
+    val = held_out_splits(dataset).val
+    scores = evaluate(_BayesGaussianHead(mixture), val.values, val.mask, batch_size=64,
+                      device=torch.device("cpu"), dtype="fp32", objective="gaussian")
+    assert scores.mse == pytest.approx(floor["mse"], rel=1e-6)
+    if n_types == 1:  # the conditional is Gaussian: the head's bits are the true bits
+        assert scores.bits == pytest.approx(floor["bits"], abs=1e-5)
+    else:  # the moment-matched Gaussian of a mixture conditional: at or above, within error
+        assert floor["bits"] - 2 * floor["bits_se"] < scores.bits < floor["bits"] + 0.5
+
+
+def test_a_trained_gaussian_head_approaches_the_true_bits_from_above():
+    from scalelib.config import TRAIN_PRESETS, find_size
+    from scalelib.train import train
+
+    mixture = _random_mixture(12, 3, 2, seed=4)
+    dataset = mixture_dataset(mixture, 6000, seed=1, mc_cells=1000)
+    val = dataset.manifest["bayes_floor"]["val"]
+    config = TRAIN_PRESETS["smoke"].with_(max_steps=800, batch_size=64, eval_every=50,
+                                          objective="gaussian")
+    result = train(dataset, find_size("D3"), config, progress=False)
+    assert result.best_val_bits > val["bits"] - 2 * val["bits_se"]  # never below the truth
+    # context-free reference: each gene's Gaussian with its training mean and variance
+    train_values, held_out = dataset.split_values("train"), held_out_splits(dataset).val
+    mean, variance = train_values.mean(axis=0), train_values.var(axis=0)
+    per_gene = (0.5 * np.log2(2 * np.pi * variance)
+                + np.square(held_out.values - mean) / (2 * variance * np.log(2)))
+    gap, reference_gap = result.best_val_bits - val["bits"], per_gene[held_out.mask].mean() - val["bits"]
+    assert gap < 0.5 * reference_gap  # most of the way from the per-gene Gaussian to the truth
+
+
 CALIBRATE_ARGV = ["calibrate", "--preset", "smoke", "--rank", "2", "--types", "3"]
 
 
@@ -220,12 +278,17 @@ def test_calibrate_prints_the_json_keys(tiny_calibration):
     assert {"c", "ci", "status"} <= set(summary["fitted_c"]["huber"])
     assert summary["best_val_mse"] >= summary["true_floor_mse"] - 2 * summary["true_floor_se"]
     assert summary["runs"] == 3 and not summary["floor_beaten"]
+    head = summary["gaussian_head_bits"]
+    assert head["runs"] == 3 and not summary["entropy_beaten"]
+    assert set(head["fitted_floor"]) == {"grid", "huber"}
+    assert head["best_val_bits"] > summary["true_bits"] - 2 * summary["true_bits_se"]
+    assert head["above_true_bits"] == pytest.approx(head["best_val_bits"] - summary["true_bits"])
     assert summary["ridge_val_mse"] > 0
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["true_floor_mse"] == summary["true_floor_mse"]
 
 
-def test_calibrate_exits_1_when_a_model_beats_the_floor(tiny_calibration, capsys, monkeypatch):
+def test_calibrate_exits_1_when_a_model_beats_the_floor_or_the_true_bits(tiny_calibration, capsys, monkeypatch):
     import polars as pl
 
     from scalelib import calibrate
@@ -235,16 +298,22 @@ def test_calibrate_exits_1_when_a_model_beats_the_floor(tiny_calibration, capsys
     monkeypatch.setitem(CALIBRATION_PRESETS, "smoke", _tiny_preset())
     real = calibrate.run_calibration
 
-    def beaten(*args, **kwargs):  # the finished runs, their scores halved below the floor
-        result = real(*args, **kwargs)
-        below = pl.lit(result.floor["val"]["mse"] * 0.5)
-        return calibrate.Calibration(result.preset, result.dataset,
-                                     result.results.with_columns(best_val_mse=below),
-                                     result.fits, result.ridge_val_mse, result.wall_time_s)
+    def beaten(column, truth):  # the finished runs, their scores halved below the truth
+        def run(*args, **kwargs):
+            result = real(*args, **kwargs)
+            below = pl.lit(result.floor["val"][truth] * 0.5)
+            return calibrate.Calibration(result.preset, result.dataset,
+                                         result.results.with_columns(**{column: below}),
+                                         result.fits, result.head_fits, result.ridge_val_mse,
+                                         result.wall_time_s)
+        return run
 
-    monkeypatch.setattr(calibrate, "run_calibration", beaten)
+    monkeypatch.setattr(calibrate, "run_calibration", beaten("best_val_mse", "mse"))
     assert main([*CALIBRATE_ARGV, "--out", str(out)]) == 1
-    assert "SOMETHING IS WRONG" in capsys.readouterr().out
+    assert "SOMETHING IS WRONG: the best model's" in capsys.readouterr().out
+    monkeypatch.setattr(calibrate, "run_calibration", beaten("best_val_bits", "bits"))
+    assert main([*CALIBRATE_ARGV, "--out", str(out)]) == 1
+    assert "SOMETHING IS WRONG: the Gaussian head's" in capsys.readouterr().out
 
 
 def test_report_sets_the_true_bits_beside_the_gaussian_reading(tiny_calibration, tmp_path):
@@ -253,13 +322,18 @@ def test_report_sets_the_true_bits_beside_the_gaussian_reading(tiny_calibration,
     from scalelib import report
 
     _, summary, out = tiny_calibration
-    prepared = report.prepare_report(out, tmp_path / "_data")
+    prepared = report.prepare_report(out, tmp_path / "_data", n_bootstrap=20)
     truth = prepared.numbers["regimes"][0]["known_floor"]
     assert truth["mse"] == summary["true_floor_mse"] and truth["bits"] == summary["true_bits"]
     table = report.entropy_table(report.load_report(tmp_path / "_data")).frame
     assert "unknown" not in table["True bits"].to_list()
     text = report_text(tmp_path / "_data")
-    assert "is simulated with a known floor" in text and "believe the true bits" in text
+    assert "is simulated with a known floor" in text and "Believe the true bits" in text
+    estimates = truth["estimates"]  # closest first, each against the true bits
+    assert [abs(e["error"]) for e in estimates] == sorted(abs(e["error"]) for e in estimates)
+    head = next(e for e in estimates if e["estimate"].startswith("the Gaussian head's best"))
+    assert head["bits"] == summary["gaussian_head_bits"]["best_val_bits"]
+    assert f"{estimates[0]['estimate']} comes closest here" in text
 
 
 def test_fit_to_unlabelled_cells_clusters_them(tmp_path):

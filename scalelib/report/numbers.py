@@ -135,6 +135,25 @@ def _known_floor(manifest: dict | None) -> dict[str, Any] | None:
             "mask_rate": floor["mask_rate"], "expected": floor["expected"]}
 
 
+def _estimates_of_truth(regime: dict[str, Any], likelihood: list[dict[str, Any]]) -> list[dict]:
+    """Each estimate of bits per masked gene that needs no knowledge of the truth, against the
+    known true bits of a simulated regime, closest first: ``0.5 log2(2 pi e c)`` of each MSE
+    fit, and the Gaussian likelihood head's best validation bits and fitted floors in bits.
+    ``error`` is the estimate minus the true bits (positive: it overstates them)."""
+    truth = regime["known_floor"]["bits"]
+    found = [(f"½ log₂(2πe c) of the {method} fit", fit["bits"])
+             for method, fit in regime["fits"].items()]
+    for head in likelihood:
+        if (head["regime"], head["objective"]) == (regime["regime"], "gaussian"):
+            found.append((f"the Gaussian head's best validation bits ({head['best_size']})",
+                          head["best_bits"]))
+            found += [(f"the Gaussian head's fitted {method} floor ({fit['status']})", fit["c"])
+                      for method, fit in head["fits"].items() if fit["status"] != "error"]
+    estimates = [{"estimate": name, "bits": bits, "error": bits - truth}
+                 for name, bits in found if bits is not None and math.isfinite(bits)]
+    return sorted(estimates, key=lambda e: abs(e["error"]))
+
+
 def _fit_numbers(fit: PowerLawFit) -> dict[str, Any]:
     """A fit's dictionary with its verdict and its description in words
     (:mod:`scalelib.statuses`)."""
@@ -423,4 +442,7 @@ def compute_numbers(results: pl.DataFrame, fits: Sequence[PowerLawFit],
         "likelihood": _likelihood_numbers(likelihood_rows(results), likelihood_fits),
         "pergene": _pergene_numbers(pergene),
     }
+    for regime in numbers["regimes"]:
+        if regime["known_floor"]:
+            regime["known_floor"]["estimates"] = _estimates_of_truth(regime, numbers["likelihood"])
     return json_ready(numbers)

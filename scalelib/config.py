@@ -177,7 +177,7 @@ def get_regime(name: str, preset: str = "paper") -> Regime:
 
 
 DEFAULT_MAX_STEPS = 1000
-OBJECTIVES = ("mse", "gaussian", "nb")  # training objectives, see scalelib.objectives
+OBJECTIVES = ("mse", "gaussian", "nb", "nb_gene")  # training objectives, see scalelib.objectives
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,10 @@ class TrainConfig:
         are scored on the same masked positions.
     objective
         ``"mse"`` (squared error of the normalised value), ``"gaussian"`` (heteroscedastic
-        Gaussian NLL of the normalised value) or ``"nb"`` (negative-binomial NLL of the raw
-        count; needs a dataset that keeps counts); see :mod:`scalelib.objectives`. Likelihood
+        Gaussian NLL of the normalised value), ``"nb"`` (negative-binomial NLL of the raw
+        count, dispersion predicted per cell and gene; needs a dataset that keeps counts) or
+        ``"nb_gene"`` (the same with one learned dispersion per gene); see
+        :mod:`scalelib.objectives`. Likelihood
         objectives choose the best checkpoint, stop early and converge on validation bits.
     """
 
@@ -410,8 +412,8 @@ class CalibrationPreset:
     n_bootstrap: int
 
 
-# `smoke` finishes in a few minutes on two CPU cores; `demo` trains the whole demo ladder on a
-# mixture the size of the demo's rich regime.
+# `smoke` took 643 CPU-s (about 11 CPU-minutes, ten runs; README, calibrate); `demo` trains the
+# whole demo ladder on a mixture the size of the demo's rich regime.
 CALIBRATION_PRESETS: dict[str, CalibrationPreset] = {
     "smoke": CalibrationPreset(
         "smoke", n_genes=32, n_cells=40_000, ladder="demo",

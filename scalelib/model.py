@@ -86,14 +86,19 @@ class MaskedExpressionTransformer(nn.Module):
         (see :mod:`scalelib.cpu_dropout`): without it, attention uses PyTorch's fused kernel.
     head_outputs
         Outputs per gene: 1 (a value) or more (the parameters of a predicted distribution).
+    gene_outputs
+        Distribution parameters learned once per gene, shared by all cells and appended after
+        the head's outputs (a per-gene negative-binomial dispersion); 0 for none.
     """
 
     def __init__(self, size: ModelSize, n_genes: int, dropout: float = 0.1,
-                 attention_dropout: float | None = None, head_outputs: int = 1) -> None:
+                 attention_dropout: float | None = None, head_outputs: int = 1,
+                 gene_outputs: int = 0) -> None:
         super().__init__()
         self.size = size
         self.n_genes = n_genes
         self.head_outputs = head_outputs
+        self.gene_outputs = gene_outputs
         d = size.d_model
         self.gene_embedding = nn.Embedding(n_genes, d)
         self.value_projection = nn.Linear(1, d)
@@ -104,6 +109,9 @@ class MaskedExpressionTransformer(nn.Module):
             for _ in range(size.n_layers)
         )
         self.head = nn.Linear(d, head_outputs)
+        # registered only when used, so models without it keep their state dicts
+        self.gene_parameters = (nn.Parameter(torch.zeros(n_genes, gene_outputs))
+                                if gene_outputs else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -115,6 +123,8 @@ class MaskedExpressionTransformer(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
         nn.init.normal_(self.mask_embedding, std=0.02)
+        if self.gene_parameters is not None:  # as the head's zero bias would start them
+            nn.init.zeros_(self.gene_parameters)
 
     def encode(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Return the final hidden states, shape ``(batch, n_genes, d_model)``.
@@ -138,8 +148,9 @@ class MaskedExpressionTransformer(nn.Module):
         return x
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Predict one value per gene, shape ``(batch, n_genes)``, or with ``head_outputs > 1``
-        that many per gene, shape ``(batch, n_genes, head_outputs)``; score on masked genes.
+        """Predict one value per gene, shape ``(batch, n_genes)``, or with more outputs per
+        gene ``(batch, n_genes, head_outputs + gene_outputs)``, the per-gene parameters last;
+        score on masked genes.
 
         Parameters
         ----------
@@ -149,7 +160,10 @@ class MaskedExpressionTransformer(nn.Module):
             Boolean, True where a gene is masked, same shape as ``values``.
         """
         outputs = self.head(self.encode(values, mask))
-        return outputs.squeeze(-1) if self.head_outputs == 1 else outputs
+        if self.gene_parameters is not None:
+            shared = self.gene_parameters.to(outputs.dtype).expand(*outputs.shape[:-1], -1)
+            outputs = torch.cat([outputs, shared], dim=-1)
+        return outputs.squeeze(-1) if outputs.shape[-1] == 1 else outputs
 
     def cell_embedding(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean-pooled final hidden state per cell, shape ``(batch, d_model)``.
@@ -174,13 +188,14 @@ class MaskedExpressionTransformer(nn.Module):
         return training_flops_per_cell(self.size, self.n_genes)
 
 
-def count_parameters(size: ModelSize, n_genes: int, head_outputs: int = 1) -> int:
+def count_parameters(size: ModelSize, n_genes: int, head_outputs: int = 1,
+                     gene_outputs: int = 0) -> int:
     """Parameter count of :class:`MaskedExpressionTransformer` without building it.
 
     ``V d`` (gene embedding) + ``2 d`` (value projection) + ``d`` (mask vector)
     + per block ``4 d`` (two LayerNorms) + ``3 d^2 + 3 d`` (QKV) + ``d^2 + d`` (output)
     + ``2 f d^2 + f d + d`` (feed-forward, ``f = ff_mult``) + ``k (d + 1)`` (head with ``k``
-    outputs per gene).
+    outputs per gene) + ``V g`` (``g`` parameters learned per gene).
 
     Parameters
     ----------
@@ -190,6 +205,8 @@ def count_parameters(size: ModelSize, n_genes: int, head_outputs: int = 1) -> in
         Vocabulary size ``V``.
     head_outputs
         Outputs per gene ``k`` (1 for the MSE objective).
+    gene_outputs
+        Parameters learned once per gene ``g`` (1 for a per-gene dispersion).
 
     Returns
     -------
@@ -199,7 +216,8 @@ def count_parameters(size: ModelSize, n_genes: int, head_outputs: int = 1) -> in
     """
     d, f = size.d_model, size.ff_mult
     per_block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (2 * f * d * d + f * d + d)
-    return n_genes * d + 2 * d + d + size.n_layers * per_block + head_outputs * (d + 1)
+    return (n_genes * d + 2 * d + d + size.n_layers * per_block + head_outputs * (d + 1)
+            + n_genes * gene_outputs)
 
 
 def training_flops_per_cell(size: ModelSize, n_genes: int) -> float:

@@ -8,7 +8,10 @@ is scored.
 - ``nb``: a negative binomial on the raw count of a masked gene, mean ``library * exp(o) / V``
   (``library``: the cell's total count over the vocabulary, the size factor the input was
   normalised by; ``V`` the number of genes, so an untrained head predicts an average gene)
-  and a predicted dispersion; loss the NLL of the count.
+  and a dispersion predicted per cell and gene; loss the NLL of the count.
+- ``nb_gene``: the same negative binomial with one dispersion per gene, learned as a parameter
+  of the model and shared by all cells (scVI's ``dispersion="gene"``): the mean is predicted,
+  the dispersion is not.
 
 All three take the same input (normalised values with masked positions hidden) and every
 objective reports the squared error of a point prediction on the normalised scale, so rows stay
@@ -40,7 +43,9 @@ import torch.nn.functional as F
 from scalelib.config import OBJECTIVES
 from scalelib.errors import ScalelibError
 
-HEAD_OUTPUTS = {"mse": 1, "gaussian": 2, "nb": 2}
+HEAD_OUTPUTS = {"mse": 1, "gaussian": 2, "nb": 2, "nb_gene": 1}  # predicted per cell and gene
+GENE_OUTPUTS = {"mse": 0, "gaussian": 0, "nb": 0, "nb_gene": 1}  # learned once per gene
+COUNT_OBJECTIVES = ("nb", "nb_gene")  # objectives scored on raw counts
 MIN_VARIANCE = 1e-3  # floor of the Gaussian head's variance (log1p scale)
 MIN_DISPERSION = 1e-4  # floor of the negative binomial's inverse dispersion theta
 MAX_COUNT_GRID = 4096  # largest count summed over for the negative binomial's expected value
@@ -55,10 +60,10 @@ class Targets:
     values
         Normalised log1p expression, shape ``(cells, genes)``.
     counts
-        Raw counts behind ``values`` (float tensor, same shape); needed by ``nb`` only.
+        Raw counts behind ``values`` (float tensor, same shape); needed by the negative binomials only.
     target_sum
         The total each cell was normalised to (``values = log1p(target_sum * counts /
-        library)``); needed by ``nb`` only.
+        library)``); needed by the negative binomials only.
     """
 
     values: torch.Tensor
@@ -76,6 +81,11 @@ def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise ScalelibError(f"unknown objective {objective!r}; choose {', '.join(OBJECTIVES)}")
     return objective
+
+
+def uses_counts(objective: str) -> bool:
+    """Whether an objective scores raw counts (and so needs a dataset that keeps them)."""
+    return check_objective(objective) in COUNT_OBJECTIVES
 
 
 def is_likelihood(objective: str) -> bool:
@@ -101,7 +111,8 @@ def nb_parameters(outputs: torch.Tensor, library: torch.Tensor) -> tuple[torch.T
     ----------
     outputs
         Head outputs, shape ``(cells, genes, 2)``: log fraction (times V) and an unconstrained
-        dispersion parameter.
+        dispersion parameter (for ``nb_gene`` the model's per-gene parameter, repeated over
+        cells).
     library
         Library size per cell, shape ``(cells, 1)``.
     """
@@ -124,7 +135,7 @@ def nll_nats(objective: str, outputs: torch.Tensor, targets: Targets) -> torch.T
     Parameters
     ----------
     objective
-        ``"gaussian"`` or ``"nb"``.
+        ``"gaussian"``, ``"nb"`` or ``"nb_gene"``.
     outputs
         Head outputs, shape ``(cells, genes, 2)``.
     targets
@@ -135,10 +146,11 @@ def nll_nats(objective: str, outputs: torch.Tensor, targets: Targets) -> torch.T
         mean, variance = gaussian_parameters(outputs)
         return 0.5 * (torch.log(2 * math.pi * variance)
                       + (targets.values.float() - mean).square() / variance)
-    if objective == "nb":
+    if objective in COUNT_OBJECTIVES:
         mean, theta = nb_parameters(outputs, targets.library)
         return -negative_binomial(mean, theta).log_prob(targets.counts)
-    raise ScalelibError(f"objective {objective!r} has no likelihood; choose gaussian or nb")
+    raise ScalelibError(f"objective {objective!r} has no likelihood; choose gaussian, nb or "
+                        "nb_gene")
 
 
 def training_loss(objective: str, outputs: torch.Tensor, targets: Targets,
@@ -177,7 +189,7 @@ def point_prediction(objective: str, outputs: torch.Tensor, targets: Targets,
     outputs
         Head outputs.
     targets
-        Library sizes and ``target_sum`` for ``nb``.
+        Library sizes and ``target_sum`` for the negative binomials.
     mask
         Boolean, True at the masked positions.
     """

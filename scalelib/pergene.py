@@ -114,6 +114,7 @@ def rescore_checkpoint(checkpoint: Path, dataset_dir: str) -> pl.DataFrame:
     from scalelib.config import TrainConfig
     from scalelib.data.store import load_dataset
     from scalelib.heldout import fixed_mask
+    from scalelib.objectives import uses_counts
     from scalelib.train import evaluate, load_checkpoint, normalisation_total
 
     if not checkpoint.exists():
@@ -122,7 +123,7 @@ def rescore_checkpoint(checkpoint: Path, dataset_dir: str) -> pl.DataFrame:
     dataset = load_dataset(dataset_dir)
     config = TrainConfig(**torch.load(checkpoint, map_location="cpu", weights_only=True)["config"])
     values = dataset.split_values("val")
-    nb = config.objective == "nb"
+    nb = uses_counts(config.objective)
     scores = evaluate(load_checkpoint(checkpoint), values,
                       fixed_mask(len(values), dataset.n_genes, config.mask_rate,
                                  config.eval_mask_seed),

@@ -74,7 +74,7 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "model_family": (pl.Utf8, "transformer, or a baseline: mean, pca, ridge or knn"),
     "setting": (pl.Utf8, "a baseline's setting chosen on its inner split (k=16, lambda=0.1)"),
     "world_size": (pl.Int64, "processes that trained the run data-parallel (torchrun), 1 alone"),
-    "objective": (pl.Utf8, ("training objective: mse, gaussian or nb (scalelib.objectives); "
+    "objective": (pl.Utf8, ("training objective: mse, gaussian, nb or nb_gene (scalelib.objectives); "
                   "baselines mse")),
     "best_val_bits": (pl.Float64, ("validation NLL per masked gene in bits at the best checkpoint "
                       "(likelihood objectives; null for mse)")),

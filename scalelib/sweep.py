@@ -51,7 +51,7 @@ from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.locks import file_lock
 from scalelib.model import count_parameters, training_flops_per_cell
-from scalelib.objectives import HEAD_OUTPUTS
+from scalelib.objectives import GENE_OUTPUTS, HEAD_OUTPUTS, uses_counts
 from scalelib.provenance import code_version
 from scalelib.results import (
     LATER_COLUMNS,
@@ -166,7 +166,7 @@ def plan_runs(
     """
     if not sizes:
         raise ScalelibError("no model sizes to run; pass at least one size")
-    if config.objective == "nb":
+    if uses_counts(config.objective):
         dataset.require_counts()  # refused before any baseline or run is computed
     available = dataset.n_cells("train")
     data_sizes: list[int | None] = list(train_sizes) if train_sizes else [None]
@@ -466,7 +466,8 @@ def results_row(run: RunSpec, result: TrainResult | None, status: str = "ok") ->
         result.cells_seen * result.flops_per_cell if result is not None else None
     )
     if result is None:
-        row.update(params=count_parameters(size, dataset.n_genes, HEAD_OUTPUTS[config.objective]),
+        row.update(params=count_parameters(size, dataset.n_genes, HEAD_OUTPUTS[config.objective],
+                                          GENE_OUTPUTS[config.objective]),
                    flops_per_cell=training_flops_per_cell(size, dataset.n_genes),
                    budget_steps=config.total_steps, world_size=current().world_size)
     return row

@@ -39,7 +39,15 @@ from scalelib.errors import ScalelibError
 from scalelib.hardware import autocast, resolve_device, resolve_dtype
 from scalelib.heldout import FixedMask, fixed_mask, gene_means, masked_mse_of_means
 from scalelib.model import MaskedExpressionTransformer
-from scalelib.objectives import HEAD_OUTPUTS, Targets, nll_nats, point_prediction, training_loss
+from scalelib.objectives import (
+    GENE_OUTPUTS,
+    HEAD_OUTPUTS,
+    Targets,
+    nll_nats,
+    point_prediction,
+    training_loss,
+    uses_counts,
+)
 from scalelib.resume import ResumeFile, run_identity
 
 
@@ -385,7 +393,7 @@ class HeldOutSets:
         if len(val) == 0 or len(test) == 0:
             raise ScalelibError("the dataset has an empty validation or test split; rebuild it")
         seed, rate, n_genes = config.eval_mask_seed, config.mask_rate, dataset.n_genes
-        counts = dataset.require_counts() if config.objective == "nb" else None
+        counts = dataset.require_counts() if uses_counts(config.objective) else None
         if in_memory:
             val_values, test_values = dataset.split_values("val"), dataset.split_values("test")
             val_mask = fixed_mask(len(val), n_genes, rate, seed)
@@ -436,7 +444,8 @@ class BestCheckpoint:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings only (not biases, norms, mask vector).
+    """AdamW with weight decay on matrices and embeddings only (not biases, norms, mask vector,
+    nor the per-gene parameters, which like biases are offsets of the outputs).
 
     Parameters
     ----------
@@ -447,8 +456,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     device
         A CUDA device gets the fused implementation.
     """
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    decayed = {name for name, p in model.named_parameters()
+               if p.ndim >= 2 and not name.endswith("gene_parameters")}
+    decay = [p for name, p in model.named_parameters() if name in decayed]
+    no_decay = [p for name, p in model.named_parameters() if name not in decayed]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -508,6 +519,7 @@ def save_checkpoint(out_dir: Path, model: MaskedExpressionTransformer, config: T
     path = out_dir / "best.pt"
     torch.save({"state_dict": model.state_dict(), "size": model.size.to_dict(),
                 "n_genes": model.n_genes, "head_outputs": model.head_outputs,
+                "gene_outputs": model.gene_outputs,
                 "config": config.to_dict(), "seed": seed, "step": best_step}, path)
     return path
 
@@ -575,14 +587,15 @@ def train(
     dtype = resolve_dtype(config.dtype, device, size)
     torch.manual_seed(seed)
     objective = config.objective
-    counts = dataset.require_counts() if objective == "nb" else None
-    target_sum = normalisation_total(dataset) if objective == "nb" else None
+    counts = dataset.require_counts() if uses_counts(objective) else None
+    target_sum = normalisation_total(dataset) if uses_counts(objective) else None
     batches = TrainingBatches(dataset.X, dataset.split_indices("train", n_train),
                               in_memory=in_memory, counts=counts)
     held_out = HeldOutSets.build(dataset, config, batches.gene_means(), in_memory=in_memory)
     model = MaskedExpressionTransformer(size, dataset.n_genes, dropout=config.dropout,
                                         attention_dropout=config.attention_dropout,
-                                        head_outputs=HEAD_OUTPUTS[objective]).to(device)
+                                        head_outputs=HEAD_OUTPUTS[objective],
+                                        gene_outputs=GENE_OUTPUTS[objective]).to(device)
     network = group.data_parallel(model, seed)  # what training steps go through
     optimizer = make_optimizer(model, config, device)
     score = functools.partial(evaluate, model, batch_size=config.eval_batch_size, device=device,
@@ -741,6 +754,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> MaskedExpres
         raise ScalelibError(f"no checkpoint at {path}; train the run first")
     saved = torch.load(path, map_location=map_location, weights_only=True)
     model = MaskedExpressionTransformer(ModelSize(**saved["size"]), saved["n_genes"],
-                                        head_outputs=saved.get("head_outputs", 1))
+                                        head_outputs=saved.get("head_outputs", 1),
+                                        gene_outputs=saved.get("gene_outputs", 0))
     model.load_state_dict(saved["state_dict"])
     return model.eval()

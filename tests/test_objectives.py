@@ -26,7 +26,7 @@ from scalelib.objectives import (
 from scalelib.pergene import pergene_table
 from scalelib.scaling import fit_groups
 from scalelib.sweep import plan_runs, run_sweep
-from scalelib.train import train
+from scalelib.train import load_checkpoint, train
 
 TINY = ModelSize("tiny", 8, 1, 2, 2)
 CONFIG = TRAIN_PRESETS["smoke"].with_(max_steps=12, eval_every=4)
@@ -64,6 +64,45 @@ def test_nb_head_bits_on_known_nb_counts_equal_the_analytic_entropy():
     assert bits == pytest.approx(entropy, abs=4 * standard_error)
 
 
+def test_per_gene_dispersions_learned_on_known_nb_counts_reach_the_analytic_entropy():
+    thetas, mean, library = np.array([0.3, 1.0, 5.0]), 3.0, 2000.0
+    rng = np.random.default_rng(2)
+
+    def draw(n_cells: int) -> torch.Tensor:  # one gene per theta, a last gene pads the library
+        counts = rng.negative_binomial(thetas, thetas / (thetas + mean), size=(n_cells, 3))
+        padded = np.column_stack([counts, library - counts.sum(1)])
+        return torch.from_numpy(padded.astype(np.float32))
+
+    model = MaskedExpressionTransformer(TINY, 4, head_outputs=1, gene_outputs=1)
+    assert model.gene_parameters.shape == (4, 1)
+    with torch.no_grad():  # the mean fixed to the truth: library * exp(bias) / V
+        model.head.weight.zero_()
+        model.head.bias.fill_(math.log(mean * 4 / library))
+    optimizer = torch.optim.Adam([model.gene_parameters], lr=0.1)
+    train_counts, test_counts = draw(20_000), draw(20_000)
+
+    def outputs() -> torch.Tensor:  # every cell has the same library: one forward pass serves all
+        one = model(torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.bool))
+        return one.expand(len(train_counts), -1, -1)
+
+    for _ in range(400):  # only the per-gene dispersions learn
+        optimizer.zero_grad()
+        nll = nll_nats("nb_gene", outputs(), Targets(train_counts, train_counts))
+        nll[:, :3].mean().backward()
+        optimizer.step()
+    with torch.no_grad():
+        nll = nll_nats("nb_gene", outputs(), Targets(test_counts, test_counts))[:, :3]
+    learned = (torch.nn.functional.softplus(model.gene_parameters[:3, 0]) + MIN_DISPERSION)
+    assert learned.detach().numpy() == pytest.approx(thetas, rel=0.1)
+    grid = np.arange(0, 4000)
+    for gene, theta in enumerate(thetas):
+        pmf = stats.nbinom.pmf(grid, theta, theta / (theta + mean))
+        entropy = -(pmf[pmf > 0] * np.log2(pmf[pmf > 0])).sum()
+        bits = nll[:, gene].double() / math.log(2)
+        standard_error = bits.std().item() / math.sqrt(len(bits))
+        assert bits.mean().item() == pytest.approx(entropy, abs=4 * standard_error)
+
+
 def test_gaussian_head_nll_on_known_gaussian_equals_its_entropy():
     mean, sd = 1.3, 0.6
     values = torch.from_numpy(np.random.default_rng(1).normal(mean, sd, size=(20_000, 3)))
@@ -97,11 +136,11 @@ def test_gaussian_point_prediction_is_its_mean():
 
 
 def test_heads_add_one_output_row_and_counts_agree():
-    for outputs in (1, 2):
-        model = MaskedExpressionTransformer(TINY, 10, head_outputs=outputs)
-        assert model.num_parameters() == count_parameters(TINY, 10, outputs)
-    model = MaskedExpressionTransformer(TINY, 10, head_outputs=2)
-    assert model(torch.rand(3, 10), torch.zeros(3, 10, dtype=torch.bool)).shape == (3, 10, 2)
+    for outputs, per_gene in ((1, 0), (2, 0), (1, 1)):
+        model = MaskedExpressionTransformer(TINY, 10, head_outputs=outputs, gene_outputs=per_gene)
+        assert model.num_parameters() == count_parameters(TINY, 10, outputs, per_gene)
+        assert model(torch.rand(3, 10), torch.zeros(3, 10, dtype=torch.bool)).shape == (
+            (3, 10) if outputs + per_gene == 1 else (3, 10, 2))
 
 
 def test_built_datasets_keep_the_counts_behind_their_values(dataset, tmp_path):
@@ -127,7 +166,7 @@ def test_nb_on_a_dataset_without_counts_names_the_fix(dataset, tmp_path):
         train(old, TINY, CONFIG.with_(objective="nb"), progress=False)
 
 
-@pytest.mark.parametrize("objective", ["mse", "gaussian", "nb"])
+@pytest.mark.parametrize("objective", ["mse", "gaussian", "nb", "nb_gene"])
 def test_one_run_per_objective_end_to_end(dataset, tmp_path, objective):
     result = train(dataset, TINY, CONFIG.with_(objective=objective, max_steps=20), progress=False,
                    out_dir=tmp_path)
@@ -147,6 +186,8 @@ def test_one_run_per_objective_end_to_end(dataset, tmp_path, objective):
     if objective != "mse":
         pooled_bits = genes["nll_nats_sum"].sum() / genes["n_masked"].sum() / math.log(2)
         assert pooled_bits == pytest.approx(result.best_val_bits, rel=1e-9)
+    saved = load_checkpoint(tmp_path / "best.pt")
+    assert saved.gene_outputs == (objective == "nb_gene")
 
 
 def test_sweeps_keep_objectives_apart_in_ids_rows_and_fits(dataset, tmp_path):

@@ -87,8 +87,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument("--objective", choices=OBJECTIVES,
                        help="mse (default), gaussian (mean and variance, NLL of the normalised "
-                       "value) or nb (negative binomial on raw counts; the dataset must keep "
-                       "them); likelihood runs also record bits per masked gene")
+                       "value), nb (negative binomial on raw counts, dispersion predicted per "
+                       "cell and gene; the dataset must keep them) or nb_gene (the same with one "
+                       "learned dispersion per gene); likelihood runs also record bits per "
+                       "masked gene")
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:

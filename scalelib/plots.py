@@ -498,8 +498,12 @@ def probe_chart(probes: pl.DataFrame, saturation: pl.DataFrame | None = None, *,
 
 def probe_charts(probes: pl.DataFrame, saturation: pl.DataFrame | None = None,
                  **options) -> dict[str, alt.LayerChart]:
-    """Every probe chart of a probes table by name: per regime and classifier, against D
-    (when the regime's runs span several D) and against P (see :func:`probe_chart`).
+    """Every probe chart of a probes table by name: per regime (and subsampling strategy, when
+    the runs used several) and classifier, against D (when the runs span several D) and
+    against P (see :func:`probe_chart`).
+
+    Names read ``"<panel> <classifier> against D|P"``, the panel being the regime or
+    ``"<regime>, <strategy>"`` (:func:`probe_panels`).
 
     Parameters
     ----------
@@ -511,18 +515,50 @@ def probe_charts(probes: pl.DataFrame, saturation: pl.DataFrame | None = None,
         Passed to :func:`probe_chart` (``width``, ``height``).
     """
     charts = {}
-    for regime in probes["regime"].unique(maintain_order=True).to_list():
-        own = probes.filter(pl.col("regime") == regime)
-        points = None if saturation is None else saturation.filter(pl.col("regime") == regime)
+    for panel, own, points in probe_panels(probes, saturation):
         for classifier in own["classifier"].unique(maintain_order=True).to_list():
             if own["n_train_cells"].drop_nulls().n_unique() > 1:
-                charts[f"{regime} {classifier} against D"] = probe_chart(
+                charts[f"{panel} {classifier} against D"] = probe_chart(
                     own, points, classifier=classifier, **options,
-                    title=f"{regime}: probe F1 against training cells ({classifier})")
-            charts[f"{regime} {classifier} against P"] = probe_chart(
+                    title=f"{panel}: probe F1 against training cells ({classifier})")
+            charts[f"{panel} {classifier} against P"] = probe_chart(
                 own, x="params", classifier=classifier, **options,
-                title=f"{regime}: probe F1 against parameters ({classifier})")
+                title=f"{panel}: probe F1 against parameters ({classifier})")
     return charts
+
+
+def probe_panels(probes: pl.DataFrame, saturation: pl.DataFrame | None = None
+                 ) -> list[tuple[str, pl.DataFrame, pl.DataFrame | None]]:
+    """The probes (and saturation points) of each regime and subsampling strategy.
+
+    The expression baseline, which no strategy draws, goes with every strategy of its regime.
+    A panel is named by its regime alone when its regime's runs used one strategy.
+
+    Parameters
+    ----------
+    probes
+        Probes table of one label.
+    saturation
+        Saturation points, split the same way (None stays None).
+
+    Returns
+    -------
+    list of (str, polars.DataFrame, polars.DataFrame or None)
+        Panel name, its probes and its saturation points.
+    """
+    panels = []
+    for regime in probes["regime"].unique(maintain_order=True).to_list():
+        own = probes.filter(pl.col("regime") == regime)
+        strategies = own["subsample"].drop_nulls().unique(maintain_order=True).to_list() or [None]
+        for strategy in strategies:
+            rows = own if strategy is None else own.filter(
+                (pl.col("subsample") == strategy) | pl.col("subsample").is_null())
+            points = None if saturation is None else saturation.filter(
+                (pl.col("regime") == regime)
+                & (pl.col("subsample") == strategy if strategy else pl.lit(True)))
+            name = regime if len(strategies) == 1 else f"{regime}, {strategy}"
+            panels.append((name, rows, points))
+    return panels
 
 
 def _probe_references(rows: pl.DataFrame, x: str, x_axis: alt.X, y_axis: alt.Y,

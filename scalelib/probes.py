@@ -6,15 +6,17 @@ final hidden states of the run's best checkpoint, with no gene masked
 label column (``cell_type`` by default) are fitted on those embeddings and scored by macro F1:
 scikit-learn's multinomial logistic regression on standardised features and its
 k-nearest-neighbour vote in Euclidean distance on the features as they are (standardising would
-give a PCA's weak components the weight of its strong ones). The same two on PCA of the normalised expression (PCA fitted on the
-run's nested training subset of D cells, like the model) and on the normalised expression
-itself are the baselines (model families ``pca`` and ``expression``).
+give a PCA's weak components the weight of its strong ones). The same two on PCA of the
+normalised expression (PCA fitted on the run's nested training subset of D cells, drawn by the
+run's subsampling strategy, like the model) and on the normalised expression itself are the
+baselines (model families ``pca`` and ``expression``).
 
 The split, written into every row (``split``): the classifiers are fitted on the labelled
-training cells (the first ``probe_cells`` of the dataset's seeded training order, the same cells
-whatever D a run was trained on, so that only the representation changes) and scored on every
-labelled test cell. When the dataset holds groups out (donors, say), the test cells come from
-groups neither the model nor the probe saw: a cross-group (e.g. cross-donor) test.
+training cells (the first ``probe_cells`` of the dataset's seeded random training order, the
+same cells whatever D and subsampling strategy a run was trained with, so that only the
+representation changes) and scored on every labelled test cell. When the dataset holds groups
+out (donors, say), the test cells come from groups neither the model nor the probe saw: a
+cross-group (e.g. cross-donor) test.
 
 Scores go to ``probes.parquet``, one row per probed run and classifier, keyed by ``run_id``
 (join it to ``results.parquet``), ``label`` and ``classifier``, with the test cells' true and
@@ -28,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -256,19 +258,28 @@ def _baseline_id(fingerprint: str, family: str, n_train: int | None) -> str:
     return f"{family}-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def plan_probes(results: pl.DataFrame, sweep_dir: Path) -> list[ProbeTarget]:
-    """Every finished transformer run of a results table, then the PCA baseline per dataset
-    and D and the expression baseline per dataset.
+def finished_runs(results: pl.DataFrame) -> pl.DataFrame:
+    """The finished transformer runs of a results table, in probing order."""
+    return transformer_rows(ok_rows(results)).sort("dataset_fingerprint", "n_train_cells",
+                                                   "params", "seed")
+
+
+def plan_probes(runs: pl.DataFrame, sweep_dir: Path,
+                datasets: Mapping[str, ExpressionDataset]) -> list[ProbeTarget]:
+    """Every finished transformer run, then the PCA baseline per dataset view (subsampling
+    strategy) and D, and the expression baseline once per dataset.
 
     Parameters
     ----------
-    results
-        The sweep's results table.
+    runs
+        Finished transformer runs (:func:`finished_runs`).
     sweep_dir
         The sweep directory (checkpoints are looked for in ``runs/<run_id>/best.pt`` first).
+    datasets
+        The dataset view of each run's ``dataset_fingerprint`` (:func:`open_datasets`); the
+        expression baseline does not depend on the strategy, so it is keyed by the dataset's
+        own (random view's) fingerprint.
     """
-    runs = transformer_rows(ok_rows(results)).sort("dataset_fingerprint", "n_train_cells",
-                                                   "params", "seed")
     keep = ["regime", "dataset", "dataset_fingerprint", "subsample", "n_train_cells", "size",
             "params", "seed"]
     targets = []
@@ -282,45 +293,63 @@ def plan_probes(results: pl.DataFrame, sweep_dir: Path) -> list[ProbeTarget]:
     baselines = runs.unique(["dataset_fingerprint", "n_train_cells"], maintain_order=True)
     for row in baselines.to_dicts():
         columns = {**{name: row.get(name) for name in keep}, "size": None, "params": None,
-                   "seed": None, "subsample": row.get("subsample")}
+                   "seed": None}
         targets.append(ProbeTarget(_baseline_id(row["dataset_fingerprint"], PCA,
                                                 row["n_train_cells"]),
                                    PCA, row["dataset_fingerprint"], columns))
+    planned = set()
     for row in runs.unique("dataset_fingerprint", maintain_order=True).to_dicts():
-        columns = {**{name: row.get(name) for name in keep}, "size": None, "params": None,
-                   "seed": None, "n_train_cells": None, "subsample": None}
-        targets.append(ProbeTarget(_baseline_id(row["dataset_fingerprint"], EXPRESSION, None),
-                                   EXPRESSION, row["dataset_fingerprint"], columns))
+        own = datasets[row["dataset_fingerprint"]].subsampled("random").fingerprint
+        if own in planned:
+            continue
+        planned.add(own)
+        columns = {**{name: row.get(name) for name in keep}, "dataset_fingerprint": own,
+                   "size": None, "params": None, "seed": None, "n_train_cells": None,
+                   "subsample": None}
+        targets.append(ProbeTarget(_baseline_id(own, EXPRESSION, None), EXPRESSION,
+                                   row["dataset_fingerprint"], columns))
     return targets
 
 
-def open_datasets(targets: Sequence[ProbeTarget],
+def open_datasets(runs: pl.DataFrame,
                   data: Sequence[Path | ExpressionDataset] = ()) -> dict[str, ExpressionDataset]:
-    """The dataset of each fingerprint the targets use: one of ``data`` (directories or
-    datasets) with that fingerprint, else the directory the runs recorded.
+    """The dataset view of each run's ``dataset_fingerprint``: the dataset (one of ``data``,
+    directories or datasets, with matching content, else the directory the run recorded) seen
+    through the run's subsampling strategy (:meth:`ExpressionDataset.subsampled`), so that a
+    run's PCA baseline is fitted on the training subset its strategy drew.
+
+    Parameters
+    ----------
+    runs
+        Finished transformer runs (:func:`finished_runs`).
+    data
+        Datasets to use instead of the recorded directories, matched by fingerprint.
 
     Raises
     ------
     ScalelibError
-        A fingerprint has no dataset with matching content.
+        A fingerprint has no dataset with matching content and strategy.
     """
     given = {}
     for item in data:
         dataset = item if isinstance(item, ExpressionDataset) else load_dataset(item)
-        given[dataset.fingerprint] = dataset
+        for strategy in dataset.subsamples:
+            view = dataset.subsampled(strategy)
+            given[view.fingerprint] = view
     found = {}
-    for target in targets:
-        key = target.dataset_key
-        if key in found:
-            continue
+    for row in runs.unique("dataset_fingerprint", maintain_order=True).to_dicts():
+        key, strategy = row["dataset_fingerprint"], row["subsample"]
         if key in given:
             found[key] = given[key]
             continue
-        path = Path(str(target.columns["dataset"]))
+        path = Path(str(row["dataset"]))
         dataset = load_dataset(path) if path.is_dir() else None
+        if dataset is not None and strategy in dataset.subsamples:
+            dataset = dataset.subsampled(strategy)
         if dataset is None or dataset.fingerprint != key:
-            raise ScalelibError(f"the dataset of run {target.run_id} (fingerprint {key}) is not "
-                                f"at {path}; pass its directory with --data")
+            raise ScalelibError(f"the dataset of run {row['run_id']} (fingerprint {key}, "
+                                f"{strategy} subsets) is not at {path}; pass its directory "
+                                "with --data")
         found[key] = dataset
     return found
 
@@ -428,14 +457,15 @@ def run_probes(sweep_dir: str | Path, *, out_dir: str | Path | None = None,
     if not (sweep_dir / "results.parquet").is_file():
         raise ScalelibError(f"{sweep_dir} has no results.parquet; point --sweep at the --out "
                             "of a `scalelib sweep`")
-    targets = plan_probes(read_results(sweep_dir / "results.parquet"), sweep_dir)
-    if not targets:
+    runs = finished_runs(read_results(sweep_dir / "results.parquet"))
+    if not runs.height:
         raise ScalelibError(f"{sweep_dir} holds no finished transformer run; run the sweep first")
+    datasets = open_datasets(runs, data)
+    targets = plan_probes(runs, sweep_dir, datasets)
     missing = _missing_checkpoints(targets)
     if missing:
         raise ScalelibError(f"{len(missing)} run(s) have no checkpoint (e.g. {missing[0].checkpoint});"
                             " retrain them with `scalelib sweep ... --rerun`")
-    datasets = open_datasets(targets, data)
     cells = {key: labelled_cells(dataset, settings) for key, dataset in datasets.items()}
     existing = read_probes(out_path)
     _check_out(out_path)

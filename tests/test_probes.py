@@ -10,10 +10,10 @@ from sklearn.metrics import f1_score
 
 from scalelib.cli import main
 from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
-from scalelib.data.preprocess import simulate_dataset
+from scalelib.data.preprocess import build_dataset, simulate_dataset
 from scalelib.data.store import load_dataset
 from scalelib.errors import ScalelibError
-from scalelib.plots import probe_chart
+from scalelib.plots import probe_chart, probe_charts
 from scalelib.probes import (
     PROBES_FILE,
     ProbeSettings,
@@ -100,6 +100,39 @@ def test_probe_of_a_tiny_sweep_end_to_end(dataset, tmp_path):
     saturation = saturation_points(read_probes(tmp_path / PROBES_FILE), n_bootstrap=20)
     assert set(saturation["model_family"]) == {"transformer", "pca"}
     assert saturation["saturation_d"].is_in([200, 600]).all()
+
+
+def test_each_run_is_probed_through_its_own_subsampling_strategy_on_pbmc3k(pbmc3k_counts,
+                                                                          tmp_path):
+    build_dataset(pbmc3k_counts, 32, n_cells=[300, 1200], seed=0,
+                  subsample=["random", "rebalanced"]).write(tmp_path / "data")
+    stored = load_dataset(tmp_path / "data")
+    runs = plan_runs(stored, SMOKE_LADDER[:1], CONFIG, train_sizes=[150, 600],
+                     subsamples=["random", "rebalanced"])
+    run_sweep(runs, tmp_path / "sweep", progress=False, baselines=False)
+    settings = ProbeSettings(drop_labels=("NA_filtered",))
+    table = run_probes(tmp_path / "sweep", settings=settings)  # datasets opened from their paths
+    families = table.group_by("model_family").agg(pl.col("subsample").unique())
+    strategies = dict(zip(families["model_family"], families["subsample"].to_list()))
+    assert sorted(strategies["transformer"]) == sorted(strategies["pca"]) == ["random", "rebalanced"]
+    assert strategies["expression"] == [None] and table["n_fit_cells"].n_unique() == 1
+    # the PCA baseline of a rebalanced run is fitted on the rebalanced subset of D cells
+    cells = labelled_cells(stored, settings)
+    for strategy in ("random", "rebalanced"):
+        fit, test = pca_features(stored.subsampled(strategy), 150, cells, settings)
+        expected = classify(fit, cells.fit_labels, test, settings)["logreg"].tolist()
+        row = table.filter((pl.col("model_family") == "pca") & (pl.col("subsample") == strategy)
+                           & (pl.col("n_train_cells") == 150) & (pl.col("classifier") == "logreg"))
+        assert row["predicted"].to_list() == [expected]
+    pca = table.filter((pl.col("model_family") == "pca") & (pl.col("n_train_cells") == 150))
+    assert pca.filter(pl.col("subsample") == "random")["predicted"].to_list() != pca.filter(
+        pl.col("subsample") == "rebalanced")["predicted"].to_list()
+    saturation = saturation_points(table, n_bootstrap=10)
+    assert saturation.group_by("model_family").agg(pl.col("subsample").n_unique()).sort(
+        "model_family")["subsample"].to_list() == [2, 2]
+    names = probe_charts(table, saturation)
+    assert {f"{stored.regime}, {strategy} {classifier} against D" for strategy in
+            ("random", "rebalanced") for classifier in ("logreg", "knn")} <= set(names)
 
 
 def test_probe_cli_writes_to_out_and_refuses_a_bad_label(dataset, tmp_path, capsys):

@@ -15,7 +15,7 @@ from pathlib import Path
 from scalelib.cli.core import name_list
 from scalelib.errors import ScalelibError
 
-SCORE_COLUMNS = ("regime", "model_family", "size", "params", "n_train_cells", "seed",
+SCORE_COLUMNS = ("regime", "subsample", "model_family", "size", "params", "n_train_cells", "seed",
                  "classifier", "macro_f1", "accuracy")
 
 
@@ -83,7 +83,7 @@ def run_probe(args: argparse.Namespace) -> int:
     probes = run_probes(args.sweep, out_dir=args.out, settings=settings, data=args.data,
                         rerun=args.rerun, on_target=progress)
     saturation = saturation_points(probes, fraction=args.fraction, n_bootstrap=args.bootstrap)
-    scores = probes.select(*SCORE_COLUMNS).sort("regime", "model_family", "params",
+    scores = probes.select(*SCORE_COLUMNS).sort("regime", "subsample", "model_family", "params",
                                                 "n_train_cells", "seed", "classifier",
                                                 nulls_last=True)
     path = Path(args.out or args.sweep) / PROBES_FILE
@@ -99,10 +99,11 @@ def run_probe(args: argparse.Namespace) -> int:
     if saturation.height:
         print(f"saturation point: smallest D within {args.fraction:.0%} of the size's best "
               f"seed-mean F1 (95% interval over {args.bootstrap} resamples of the test cells)")
-        print_table(saturation.select("regime", "model_family", "size", "classifier", "n_sizes",
-                                      "best_d", "best_f1", "saturation_d", "saturation_low",
-                                      "saturation_high")
-                    .sort("regime", "classifier", "model_family", "size", nulls_last=True))
+        print_table(saturation.select("regime", "subsample", "model_family", "size",
+                                      "classifier", "n_sizes", "best_d", "best_f1",
+                                      "saturation_d", "saturation_low", "saturation_high")
+                    .sort("regime", "classifier", "subsample", "model_family", "size",
+                          nulls_last=True))
     else:
         print("no saturation point: every run of a size was trained on one D "
               "(a data-size sweep, `scalelib sweep --train-sizes ...`, gives one)")

@@ -27,6 +27,7 @@ from scalelib.plots import (
     data_size_chart,
     pergene_chart,
     probe_charts,
+    probe_panels,
     save_chart,
     scaling_chart,
     test_vs_val_chart,
@@ -288,8 +289,8 @@ def probe_figure(rep: ReportData, classifier: str = "logreg") -> Figure | None:
     saturation = saturation_points(probes, n_bootstrap=entry["n_bootstrap"])
     charts = probe_charts(probes, saturation, width=PANEL_WIDTH, height=PANEL_HEIGHT)
     rows = []
-    for regime in probes["regime"].unique(maintain_order=True).to_list():
+    for panel, _, _ in probe_panels(probes):
         rows.append(alt.hconcat(*[chart for name, chart in charts.items()
-                                  if name.startswith(f"{regime} {classifier} ")]))
+                                  if name.startswith(f"{panel} {classifier} ")]))
     chart = rows[0] if len(rows) == 1 else alt.vconcat(*rows)
     return make_figure(chart, "fig-probes", rep.figures_dir)

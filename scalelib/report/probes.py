@@ -2,8 +2,8 @@
 (written by ``scalelib probe``), never computed from checkpoints here.
 
 :func:`probe_numbers` is the ``probes`` entry of ``numbers.json``: the label, the split
-statement, the best score of each model family and classifier, and the saturation point of
-each curve of score against training-set size D with its bootstrap interval.
+statement, the best score of each subsampling strategy, model family and classifier, and the
+saturation point of each curve of score against training-set size D with its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ def probes_of(results_dir: str | Path) -> pl.DataFrame:
 
 
 def _best(probes: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per regime, model family and classifier: the best seed-mean macro F1 and where."""
-    means = (probes.group_by("regime", "model_family", "classifier", "size", "params",
-                             "n_train_cells")
+    """Per regime, subsampling strategy, model family and classifier: the best seed-mean
+    macro F1 and where."""
+    means = (probes.group_by("regime", "subsample", "model_family", "classifier", "size",
+                             "params", "n_train_cells")
              .agg(pl.col("macro_f1").mean(), pl.len().alias("n_runs")))
     best = means.sort("macro_f1", descending=True).group_by(
-        "regime", "model_family", "classifier", maintain_order=True).first()
-    return best.sort("regime", "classifier", "model_family").to_dicts()
+        "regime", "subsample", "model_family", "classifier", maintain_order=True).first()
+    return best.sort("regime", "classifier", "subsample", "model_family",
+                     nulls_last=True).to_dicts()
 
 
 def probe_numbers(probes: pl.DataFrame) -> dict[str, Any] | None:
@@ -59,6 +61,7 @@ def probe_numbers(probes: pl.DataFrame) -> dict[str, Any] | None:
         "splits": probes["split"].unique().sort().to_list(),
         "n_runs": probes.filter(pl.col("model_family") == "transformer")["run_id"].n_unique(),
         "train_sizes": sorted(probes["n_train_cells"].drop_nulls().unique().to_list()),
+        "subsamples": sorted(probes["subsample"].drop_nulls().unique().to_list()),
         "best": _best(probes),
         "saturation": saturation.drop("dataset_fingerprint").to_dicts(),
         "fraction": SATURATION_FRACTION,

@@ -204,10 +204,12 @@ def joint_table(rep: ReportData) -> Table:
 def saturation_table(rep: ReportData) -> Table:
     """Saturation point per model size and classifier: the smallest D whose probe score is
     within the fraction of the size's best, with its interval (``tbl-saturation``)."""
-    rows = []
+    rows, strategies = [], len(rep.numbers["probes"].get("subsamples", [])) > 1
     for entry in rep.numbers["probes"]["saturation"]:
         rows.append({
-            "Regime": entry["regime"], "Family": entry["model_family"], "Size": entry["size"] or "",
+            "Regime": entry["regime"],
+            **({"Subsample": entry["subsample"] or ""} if strategies else {}),
+            "Family": entry["model_family"], "Size": entry["size"] or "",
             "Probe": entry["classifier"], "D values": fmt(entry["n_sizes"]),
             "Best F1": fmt(entry["best_f1"]), "at D": fmt(entry["best_d"]),
             "Saturation D": fmt(entry["saturation_d"]),

@@ -22,6 +22,11 @@ GRID_TOP = 0.99  # the grid of c stops at GRID_TOP * min(y)
 HUBER_DELTA = 1e-3  # Huber loss threshold on log residuals
 ALPHA_BOUNDS = (0.0, 5.0)  # exponent bounds of the huber and joint fits
 LOG_FLOOR = 25.0  # log coefficients stay above log(min y) - LOG_FLOOR
+# A fitted floor (c, or E of the joint fit) below this share of the lowest loss is ~0: no_floor.
+# L-BFGS-B stops pushing a vanishing floor down once its gradient is negligible, far above the
+# bound exp(-LOG_FLOOR) ~ 1.4e-11 of min y (1.2e-7 on a planted surface without a floor), so the
+# bound alone misses it; the grid method's smallest nonzero c is ~0.005 of min y, far above.
+NO_FLOOR_SHARE = 1e-4
 FLAT_P_VALUE = 0.05  # F-test level above which a power law is no better than a constant
 CI_LEVEL = 0.95
 CI_NAMES = ("alpha", "a", "c", "bits", "r2_log")
@@ -274,7 +279,7 @@ def judged(method: str, a: float, alpha: float, c: float, r2: float, r2_log: flo
         bits = math.nan  # a curve that rises has no floor to read as noise
     if not c > 0:
         issues.append(("no_floor", "c <= 0: no irreducible floor, so bits is undefined (NaN)"))
-    elif c < 1e-9 * min_y:
+    elif c < NO_FLOOR_SHARE * min_y:
         reason = f"c = {c:.3g} is ~0: the points show no floor, so bits is not meaningful"
         issues.append(("no_floor", reason))
     shape_dof = n_sizes - 3  # seeds at one size do not pin the curve's shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,14 @@ import pytest
 
 from scalelib.cli import main
 from scalelib.errors import ScalelibError
+from scalelib.fitrules import LOG_FLOOR, NO_FLOOR_SHARE
 from scalelib.scaling import fit_joint, fit_joint_table, read_fits
 from scalelib.scaling.allocation import (
     FlopsPerItem,
+    allocation_intervals,
     optimal_allocation,
     stop_paying_data,
+    stop_paying_intervals,
     stop_paying_ratio,
 )
 from scalelib.scaling.joint import JointFit
@@ -43,10 +47,15 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def test_planted_surface_is_recovered_with_intervals_covering_the_truth():
+@pytest.fixture(scope="module")
+def bootstrapped() -> JointFit:
     points = planted()
-    fit = fit_joint(points["params"], points["n_train_cells"], points["best_val_mse"],
-                    n_bootstrap=40, seed=0)
+    return fit_joint(points["params"], points["n_train_cells"], points["best_val_mse"],
+                     n_bootstrap=40, seed=0)
+
+
+def test_planted_surface_is_recovered_with_intervals_covering_the_truth(bootstrapped):
+    fit = bootstrapped
     assert fit.status == "ok", fit.message
     assert fit.n_n == 6 and fit.n_d == 5 and len(fit.bootstrap_params) == 40
     for name, truth in TRUTH.items():
@@ -55,6 +64,60 @@ def test_planted_surface_is_recovered_with_intervals_covering_the_truth():
     assert fit.alpha == pytest.approx(0.35, abs=0.05) and fit.beta == pytest.approx(0.3, abs=0.05)
     back = JointFit.from_dict(json.loads(json.dumps(fit.to_dict())))
     assert back.ci["beta"] == pytest.approx(fit.ci["beta"]) and back.flags == fit.flags
+
+
+def test_allocation_intervals_cover_the_planted_optimum_and_stop_paying_point(bootstrapped):
+    truth = JointFit(**TRUTH, r2_log=1.0, bits=math.nan, n_runs=30)
+    sizes = [1e4, 1e5]  # with tolerance 1, D* lies inside the fitted D (1e3 to 1e6)
+    for (low, high), d in zip(stop_paying_intervals(bootstrapped, sizes, tolerance=1.0),
+                              stop_paying_data(truth, sizes, tolerance=1.0)):
+        assert low <= d <= high < 2 * low
+    cost = FlopsPerItem(multiple=6.0)
+    best = optimal_allocation(truth, 1e12, cost, n_range=(1e3, 1e6))  # N*, D* ~ 4e5
+    ci = allocation_intervals(bootstrapped, 1e12, cost, n_range=(1e3, 1e6))
+    for name in ("n", "d", "ratio"):
+        assert ci[name][0] <= getattr(best, name) <= ci[name][1], name
+
+
+def test_resamples_with_a_zero_exponent_put_interval_ends_beyond_the_measured_range():
+    params = [tuple(TRUTH.values())] * 16
+    no_n_gain = (TRUTH["E"], TRUTH["A"], TRUTH["B"], 0.0, TRUTH["beta"])
+    no_d_gain = (TRUTH["E"], TRUTH["A"], TRUTH["B"], TRUTH["alpha"], 0.0)
+    fit = JointFit(**TRUTH, r2_log=1.0, bits=math.nan, n_runs=30,
+                   bootstrap_params=tuple(params + [no_n_gain] * 2 + [no_d_gain] * 2))
+    [(low, high)] = stop_paying_intervals(fit, [1e4])
+    assert low == 0 and high == math.inf  # 10% of resamples beyond on each side
+    ci = allocation_intervals(fit, 1e14, FlopsPerItem(multiple=6.0), n_range=(1e3, 1e6))
+    assert ci["n"][0] == 0 and ci["d"][1] == math.inf  # alpha = 0: the smallest model wins
+    alone = JointFit(**TRUTH, r2_log=1.0, bits=math.nan, n_runs=30,
+                     bootstrap_params=tuple(params))
+    assert np.isfinite(stop_paying_intervals(alone, [1e4])).all()
+
+
+def test_cli_puts_zero_and_infinite_interval_ends_in_words(tmp_path, capsys):
+    points = planted()
+    flat_in_d = (TRUTH["E"] + TRUTH["A"] * points["params"] ** -TRUTH["alpha"]) * np.exp(
+        np.random.default_rng(2).normal(0, 0.01, points.height))
+    points.with_columns(best_val_mse=flat_in_d).write_parquet(tmp_path / "r.parquet")
+    status, out, err = run(capsys, "fit", tmp_path / "r.parquet", "--data", "n_train_cells",
+                           "--bootstrap", "20", "--flops", "1e12")
+    assert status == 0, err
+    stop_lines = [line for line in out.splitlines() if " D* " in line]
+    assert stop_lines and all("[beyond the measured range, " in line for line in stop_lines)
+    assert not re.search(r"\b(inf|nan)\b", out)
+    status, out, err = run(capsys, "fit", tmp_path / "r.parquet", "--data", "n_train_cells",
+                           "--bootstrap", "20", "--flops", "1e12", "--json")
+    report = json.loads(out)
+    assert report["stop_paying"][0]["d_ci"][0] == 0 and report["allocations"][0]["ci"]["n"]
+
+
+def test_a_joint_fit_without_a_floor_is_flagged_even_above_the_bound():
+    points = planted()
+    no_floor = (TRUTH["A"] * points["params"] ** -TRUTH["alpha"]
+                + TRUTH["B"] * points["n_train_cells"] ** -TRUTH["beta"])
+    fit = fit_joint(points["params"], points["n_train_cells"], no_floor)
+    assert "no_floor" in fit.flags
+    assert math.exp(-LOG_FLOOR) < fit.E / no_floor.min() < NO_FLOOR_SHARE  # above its bound
 
 
 def test_too_few_points_for_five_parameters_is_unidentified():

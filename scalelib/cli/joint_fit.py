@@ -172,13 +172,21 @@ def _report(fit: JointFit, rows: pl.DataFrame, args: argparse.Namespace) -> dict
         out.pop("group")
     if fit.status == "error" or not (fit.alpha > 0 and fit.beta > 0):
         return out
-    from scalelib.scaling.allocation import stop_paying_data
+    from scalelib.scaling.allocation import beyond_words, stop_paying_data, stop_paying_intervals
 
     sizes = _display_sizes(rows[args.x].cast(float).to_list())
     d_star = stop_paying_data(fit, sizes, args.tolerance)
+    intervals = stop_paying_intervals(fit, sizes, args.tolerance) or [None] * len(sizes)
+    d_values = rows[fit.d].cast(float) if fit.d in rows.columns else None
+    measured = (d_values.min(), d_values.max()) if d_values is not None else (0, math.inf)
     out["tolerance"] = args.tolerance
-    out["stop_paying"] = [{"n": n, "d": float(d), "ratio": float(d / n)}
-                          for n, d in zip(sizes, d_star)]
+    out["stop_paying"] = [{"n": n, "d": float(d), "ratio": float(d / n),
+                           "d_ci": list(ci) if ci else None,
+                           "ratio_ci": [ci[0] / n, ci[1] / n] if ci else None,
+                           "extrapolated": not measured[0] <= d <= measured[1],
+                           "beyond": beyond_words(d, low="more parameters pay at every D",
+                                                  high="more parameters stop paying at every D")}
+                          for n, d, ci in zip(sizes, d_star, intervals)]
     if args.flops:
         out["allocations"] = _allocations(fit, rows, args)
     return out
@@ -195,15 +203,20 @@ def _display_sizes(values: list[float], most: int = 8) -> list[float]:
 
 
 def _allocations(fit: JointFit, rows: pl.DataFrame, args: argparse.Namespace) -> list[dict]:
-    from scalelib.scaling.allocation import optimal_allocation
+    from scalelib.scaling.allocation import allocation_intervals, optimal_allocation
 
     cost = _cost(args, rows)
     d_column = fit.d
     n_range = (float(rows[args.x].min()), float(rows[args.x].max()))
     d_range = (float(rows[d_column].min()), float(rows[d_column].max())) \
         if d_column in rows.columns else None
-    return [{**optimal_allocation(fit, budget, cost, n_range=n_range, d_range=d_range).to_dict(),
-             "cost": cost.describe()} for budget in args.flops]
+    out = []
+    for budget in args.flops:
+        best = optimal_allocation(fit, budget, cost, n_range=n_range, d_range=d_range)
+        ci = allocation_intervals(fit, budget, cost, n_range=n_range)
+        out.append({**best.to_dict(), "cost": cost.describe(),
+                    "ci": {k: list(v) for k, v in ci.items()} if ci else None})
+    return out
 
 
 def _progress(args: argparse.Namespace, table: pl.DataFrame):
@@ -247,13 +260,33 @@ def _allocation_lines(report: dict, args: argparse.Namespace) -> list[str]:
     lines = []
     if "stop_paying" in report:
         lines.append(f"    more parameters stop paying below D/N (doubling {args.x} gains less "
-                     f"than {report['tolerance']:g} x what doubling D gains):")
+                     f"than {report['tolerance']:g} x what doubling D gains)"
+                     + (f", {report['ci_level']:.0%} CI:" if report.get("n_bootstrap") else ":"))
         for entry in report["stop_paying"]:
-            lines.append(f"      {args.x} {entry['n']:<10.4g} D* {entry['d']:<10.4g} "
-                         f"D*/N {entry['ratio']:.4g}")
+            numbers = (f"D* {_with_ci(entry['d'], entry['d_ci'])}   "
+                       f"D*/N {_with_ci(entry['ratio'], entry['ratio_ci'])}")
+            where = " (outside the fitted D)" if entry["extrapolated"] else ""
+            lines.append(f"      {args.x} {entry['n']:<10.4g} {entry['beyond'] or numbers + where}")
     for entry in report.get("allocations", []):
+        head = f"    compute-optimal at {entry['flops']:.3g} FLOPs ({entry['cost']}): "
+        if entry["edge"]:
+            side = "smaller" if entry["edge"] == "below" else "larger"
+            lines.append(f"{head}beyond the measured range: the fitted {args.y} still falls "
+                         f"toward {side} {args.x} at the end of the search ({entry['n']:.3g})")
+            continue
+        ci = entry["ci"] or {}
         where = " (extrapolated beyond the fitted N or D)" if entry["extrapolated"] else ""
-        lines.append(f"    compute-optimal at {entry['flops']:.3g} FLOPs ({entry['cost']}): "
-                     f"{args.x} {entry['n']:.4g}, D {entry['d']:.4g} ({entry['ratio']:.3g} per "
-                     f"parameter), {args.y} {entry['loss']:.4g}{where}")
+        lines.append(f"{head}{args.x} {_with_ci(entry['n'], ci.get('n'))}, "
+                     f"D {_with_ci(entry['d'], ci.get('d'))} "
+                     f"({_with_ci(entry['ratio'], ci.get('ratio'))} per parameter), "
+                     f"{args.y} {entry['loss']:.4g}{where}")
     return lines
+
+
+def _with_ci(value: float, ci: list[float] | None) -> str:
+    """A number with its interval; an interval end that is 0 or infinite is put in words."""
+    if not ci:
+        return f"{value:.4g}"
+    ends = [f"{end:.3g}" if 0 < end < math.inf else "undefined" if math.isnan(end) else
+            "beyond the measured range" for end in ci]
+    return f"{value:.4g} [{ends[0]}, {ends[1]}]"

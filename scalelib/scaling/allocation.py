@@ -12,21 +12,31 @@
   ``B D^-beta (1 - 2^-beta)``, once ``D`` is under
   ``D*(N) = (tolerance B (1 - 2^-beta) N^alpha / (A (1 - 2^-alpha)))^(1 / beta)``.
   The ratio ``D*(N) / N`` depends on ``N`` unless ``alpha == beta``.
+- :func:`stop_paying_intervals` and :func:`allocation_intervals`: percentile intervals of
+  ``D*(N)``, ``N*``, ``D*`` and ``D*/N`` over the joint fit's bootstrap resamples
+  (``JointFit.bootstrap_params``). A resample whose exponent sits at 0 has no finite answer:
+  with ``alpha = 0`` more parameters never pay (``D* = inf``), with ``beta = 0`` they always do
+  (``D* = 0``), and a compute optimum at the edge of the search lies beyond it (``N* = 0`` or
+  ``inf``); such resamples count, so an interval end can be 0 or infinite, which
+  :func:`beyond_words` puts in words.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import optimize
 
 from scalelib.errors import ScalelibError
-from scalelib.scaling.joint import JointFit
+from scalelib.scaling.joint import JOINT_PARAMS, JointFit
+from scalelib.scaling.numerics import percentile_interval, percentile_intervals
 
 SEARCH_DECADES = 8.0  # the search for N* spans this many decades beyond the fitted N
+EDGE_TOLERANCE = 1e-4  # an optimum within this of a search bound (in log N) is at the edge
+BEYOND = "beyond the measured range"
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,9 @@ class FlopsPerItem:
 class Allocation:
     """The compute-optimal model and data size for one training budget.
 
-    ``extrapolated`` is true when ``n`` or ``d`` lies outside the ranges the fit saw.
+    ``extrapolated`` is true when ``n`` or ``d`` lies outside the ranges the fit saw; ``edge``
+    is ``"below"`` or ``"above"`` when the optimum sits at that end of the search (the fitted
+    loss still falls there: the true optimum lies beyond), else None.
     """
 
     flops: float
@@ -92,6 +104,7 @@ class Allocation:
     d: float
     loss: float
     extrapolated: bool = False
+    edge: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -101,7 +114,7 @@ class Allocation:
     def to_dict(self) -> dict[str, float | bool]:
         """A JSON-ready dictionary."""
         return {"flops": self.flops, "n": self.n, "d": self.d, "loss": self.loss,
-                "ratio": self.ratio, "extrapolated": self.extrapolated}
+                "ratio": self.ratio, "extrapolated": self.extrapolated, "edge": self.edge}
 
 
 def optimal_allocation(fit: JointFit, flops: float, cost: FlopsPerItem, *,
@@ -143,7 +156,10 @@ def optimal_allocation(fit: JointFit, flops: float, cost: FlopsPerItem, *,
     d = flops / float(cost(n))
     outside = not n_range[0] <= n <= n_range[1] or (
         d_range is not None and not d_range[0] <= d <= d_range[1])
-    return Allocation(flops=flops, n=n, d=d, loss=float(fit.predict(n, d)), extrapolated=outside)
+    edge = ("below" if best.x - bounds[0] < EDGE_TOLERANCE else
+            "above" if bounds[1] - best.x < EDGE_TOLERANCE else None)
+    return Allocation(flops=flops, n=n, d=d, loss=float(fit.predict(n, d)),
+                      extrapolated=outside or edge is not None, edge=edge)
 
 
 def stop_paying_data(fit: JointFit, n: float | np.ndarray, tolerance: float = 0.1) -> np.ndarray:
@@ -165,9 +181,17 @@ def stop_paying_data(fit: JointFit, n: float | np.ndarray, tolerance: float = 0.
     if fit.alpha <= 0 or fit.beta <= 0:
         raise ScalelibError("a zero exponent leaves no trade-off between N and D; the fit's "
                             "alpha and beta must both be positive")
+    return _stop_paying(fit, n, tolerance)
+
+
+def _stop_paying(fit: JointFit, n: float | np.ndarray, tolerance: float) -> np.ndarray:
+    """``D*(N)`` for any exponents: inf where ``alpha = 0`` (or overflow), 0 where
+    ``beta = 0`` (or underflow), NaN where both are 0."""
     n = np.asarray(n, dtype=float)
-    gain_n = fit.A * n ** -fit.alpha * (1 - 2 ** -fit.alpha)
-    return (tolerance * fit.B * (1 - 2 ** -fit.beta) / gain_n) ** (1 / fit.beta)
+    alpha, beta = np.float64(fit.alpha), np.float64(fit.beta)  # numpy: 1 / 0 is inf, not an error
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        gain_n = fit.A * n ** -alpha * (1 - 2 ** -alpha)
+        return (tolerance * fit.B * (1 - 2 ** -beta) / gain_n) ** (1 / beta)
 
 
 def stop_paying_ratio(fit: JointFit, n: float | np.ndarray, tolerance: float = 0.1) -> np.ndarray:
@@ -183,6 +207,97 @@ def stop_paying_ratio(fit: JointFit, n: float | np.ndarray, tolerance: float = 0
         See :func:`stop_paying_data`.
     """
     return stop_paying_data(fit, n, tolerance) / np.asarray(n, dtype=float)
+
+
+def resampled_fits(fit: JointFit) -> list[JointFit]:
+    """The joint fit of each kept bootstrap resample (its ``bootstrap_params``), finite ones.
+
+    Parameters
+    ----------
+    fit
+        A bootstrapped joint fit (none without ``bootstrap_params``).
+    """
+    fits = [replace(fit, **dict(zip(JOINT_PARAMS, params)), ci=None, bootstrap_params=())
+            for params in fit.bootstrap_params]
+    return [f for f in fits if all(math.isfinite(getattr(f, k)) for k in JOINT_PARAMS)]
+
+
+def stop_paying_intervals(fit: JointFit, n: Sequence[float], tolerance: float = 0.1
+                          ) -> list[tuple[float, float]] | None:
+    """Percentile intervals (the fit's ``ci_level``) of ``D*(N)`` at each model size over the
+    bootstrap resamples; ends can be 0 or inf (see the module docstring). Divide by ``N`` for
+    the ratio's. None without resamples.
+
+    Parameters
+    ----------
+    fit
+        A bootstrapped joint fit.
+    n
+        Model sizes.
+    tolerance
+        See :func:`stop_paying_data`.
+    """
+    fits = resampled_fits(fit)
+    if not fits:
+        return None
+    values = np.stack([_stop_paying(f, n, tolerance) for f in fits])
+    return [percentile_interval(column, fit.ci_level, keep_infinite=True)
+            for column in values.T]
+
+
+@dataclass(frozen=True)
+class _Optimum:
+    """A resample's compute optimum, 0 or inf where it lies beyond the search."""
+
+    n: float
+    d: float
+    ratio: float
+
+
+def allocation_intervals(fit: JointFit, flops: float, cost: FlopsPerItem, *,
+                         n_range: tuple[float, float]) -> dict[str, tuple[float, float]] | None:
+    """Percentile intervals (the fit's ``ci_level``) of the compute-optimal ``n``, ``d`` and
+    ``ratio`` at a budget over the bootstrap resamples; an optimum at the lower edge of the
+    search counts as ``N* = 0``, ``D* = inf``, at the upper edge as ``N* = inf``, ``D* = 0``.
+    None without resamples.
+
+    Parameters
+    ----------
+    fit
+        A bootstrapped joint fit.
+    flops, cost, n_range
+        As for :func:`optimal_allocation`.
+    """
+    fits = resampled_fits(fit)
+    if not fits:
+        return None
+    optima = []
+    for resample in fits:
+        best = optimal_allocation(resample, flops, cost, n_range=n_range)
+        if best.edge == "below":
+            optima.append(_Optimum(n=0.0, d=math.inf, ratio=math.inf))
+        elif best.edge == "above":
+            optima.append(_Optimum(n=math.inf, d=0.0, ratio=0.0))
+        else:
+            optima.append(_Optimum(n=best.n, d=best.d, ratio=best.ratio))
+    return percentile_intervals(optima, ("n", "d", "ratio"), fit.ci_level, keep_infinite=True)
+
+
+def beyond_words(value: float, *, low: str, high: str) -> str | None:
+    """Words for a quantity that is 0 or infinite (None when it is a finite, positive number).
+
+    Parameters
+    ----------
+    value
+        The quantity (``D*``, ``N*``, a ratio or an interval end).
+    low, high
+        What 0 and infinity mean for this quantity, e.g. ``"more parameters pay at every D"``.
+    """
+    if value == 0:
+        return f"{BEYOND}: {low}"
+    if math.isinf(value):
+        return f"{BEYOND}: {high}"
+    return None
 
 
 def _check_fit(fit: JointFit) -> None:

@@ -3,7 +3,9 @@ with a percentile bootstrap over runs and statuses from :mod:`scalelib.statuses`
 
 Statuses a joint fit can carry (the vocabulary of the power-law fits, where it applies):
 ``not_converged`` (L-BFGS-B), ``alpha_at_bound`` (``alpha`` or ``beta`` at an end of
-``ALPHA_BOUNDS``), ``no_floor`` (``E`` at its lower bound: the points show no floor),
+``ALPHA_BOUNDS``), ``no_floor`` (``E`` below ``NO_FLOOR_SHARE`` of the lowest loss, the rule
+the power-law fits apply to ``c``: the points show no floor; the optimiser's bound lies below
+it, so an ``E`` that stopped just above the bound counts too),
 ``unidentified`` (fewer than ``MIN_RESIDUAL_DOF`` residual degrees of freedom beyond the five
 parameters, or a bootstrap interval of ``alpha`` or ``beta`` covering more than
 ``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS``), and ``error`` (a group that could not be fitted).
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, HUBER_DELTA
+from scalelib.fitrules import ALPHA_BOUNDS, CI_LEVEL, HUBER_DELTA, NO_FLOOR_SHARE
 from scalelib.scaling.numerics import _float, _log_r2, entropy_bits, percentile_intervals
 from scalelib.scaling.optimise import _huber, _lbfgs, _single_threaded_blas
 from scalelib.scaling.params import _bounds, _JointTheta, _unpack
@@ -319,8 +321,10 @@ def _fit_points(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, starts: list[np.
         issues.append(("not_converged", f"L-BFGS-B did not converge: {optimum.message}"))
     if any(min(abs(v - b) for b in ALPHA_BOUNDS) < 1e-6 for v in (theta.alpha, theta.beta)):
         issues.append(("alpha_at_bound", f"an exponent is at a bound {ALPHA_BOUNDS}"))
-    if theta.log_e - bounds[2][0] < 1e-6:
-        issues.append(("no_floor", "E is at its lower bound: the points show no floor"))
+    if math.exp(theta.log_e) < NO_FLOOR_SHARE * ys.min():
+        reason = (f"E = {math.exp(theta.log_e):.3g} is ~0 (below {NO_FLOOR_SHARE:g} of the "
+                  "lowest loss): the points show no floor")
+        issues.append(("no_floor", reason))
     if ys.size - N_JOINT_PARAMS < MIN_RESIDUAL_DOF:
         issues.append(("unidentified", (f"{ys.size} points leave fewer than {MIN_RESIDUAL_DOF} "
                        f"residual degrees of freedom for {N_JOINT_PARAMS} parameters")))

@@ -63,18 +63,45 @@ def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def percentile_intervals(fits: Sequence[Any], names: Sequence[str],
-                         level: float) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of the named attributes over bootstrap fits (finite values only;
-    NaN bounds where none is finite), shared by the power-law and joint bootstraps."""
+def percentile_intervals(fits: Sequence[Any], names: Sequence[str], level: float, *,
+                         keep_infinite: bool = False) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of the named attributes over bootstrap fits (see
+    :func:`percentile_interval`), shared by the power-law and joint bootstraps and the
+    allocations derived from them."""
+    return {name: percentile_interval([getattr(fit, name) for fit in fits], level,
+                                      keep_infinite=keep_infinite)
+            for name in names}
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray, level: float, *,
+                        keep_infinite: bool = False) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap values.
+
+    Parameters
+    ----------
+    values
+        One value per resample.
+    level
+        Coverage, e.g. 0.95.
+    keep_infinite
+        False: only finite values count (linear interpolation between order statistics).
+        True: infinite values count as resamples too (a quantity beyond every size, such as
+        the data size below which more parameters stop paying when ``alpha`` is 0), and the
+        ends are the order statistics just outside the percentiles (numpy's ``lower`` and
+        ``higher``), so an end is infinite when more than the tail share of resamples is.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaN ends when no value counts.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)] if keep_infinite else values[np.isfinite(values)]
+    if not values.size:
+        return (math.nan, math.nan)
     tail = 50 * (1 - level)
-    intervals = {}
-    for name in names:
-        values = np.array([getattr(fit, name) for fit in fits], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size:
-            low, high = np.percentile(values, [tail, 100 - tail])
-            intervals[name] = (float(low), float(high))
-        else:
-            intervals[name] = (math.nan, math.nan)
-    return intervals
+    if keep_infinite:
+        return (float(np.percentile(values, tail, method="lower")),
+                float(np.percentile(values, 100 - tail, method="higher")))
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return (float(low), float(high))

@@ -37,7 +37,7 @@ BAND_OPACITY = 0.2
 BASELINE_DASH = [6, 4]
 LOSS_MARGIN = 1.25  # the loss axis reaches this factor beyond the lowest and highest value
 EDGE_PADDING = 8  # pixels between the outermost points and the plot's edge (no half-cut points)
-NOMINAL = ("size", "regime", "series", "group", "family")
+NOMINAL = ("size", "regime", "series", "group", "family", "D")
 MEAN_BASELINE = "per-gene mean"  # family of the older per-run baseline_val_mse column
 SUBTITLE_CHARACTERS = 90  # a subtitle line wraps beyond this many characters
 
@@ -312,6 +312,84 @@ def frontier_spec(curves: Sequence[dict[str, Any]], stops: Sequence[dict[str, An
              "black: compute-optimal (N, D) for FLOP budgets C = FLOPs per cell(N) x D"]
     return {"title": {"text": title or f"{axis_title(y)}: data, model size and compute",
                       "subtitle": notes}, "width": width, "height": height, "layer": layers}
+
+
+def probe_spec(runs: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]],
+               pca: Sequence[dict[str, Any]] = (), references: Sequence[dict[str, Any]] = (),
+               saturation: Sequence[dict[str, Any]] | None = None, *,
+               x: str = "n_train_cells", series: str = "size", order: Sequence[str] = (),
+               classifier: str = "logreg", title: str | None = None, width: int = 480,
+               height: int = 320) -> dict[str, Any]:
+    """Probe macro F1 against training-set size D (one line per model size) or against
+    parameters P (one line per D), with the PCA and expression probes as dashed references and
+    (against D) each size's saturation point.
+
+    Parameters
+    ----------
+    runs
+        One row per probed run: ``size``, ``seed``, ``D`` (``"D=<cells>"``), ``x``,
+        ``macro_f1``.
+    means
+        Seed means: ``series``, ``x``, ``macro_f1``.
+    pca
+        The PCA probe per D (``n_train_cells``, ``macro_f1``): a dashed gray line (against D).
+    references
+        Dashed gray rules labelled at the right edge: ``family``, ``macro_f1``.
+    saturation
+        Saturation points (``size``, ``saturation_d``, ``saturation_f1``, ``saturation_low``,
+        ``saturation_high``, ``best_d``): a diamond each and a bar over its interval; None
+        when not drawn.
+    x, series
+        The x column (``n_train_cells`` or ``params``) and the column naming lines (``size``
+        or ``D``).
+    order
+        Series in legend order.
+    classifier, title, width, height
+        The probe's classifier (in the default title), chart title and size in pixels.
+    """
+    def x_encoding(field: str) -> dict[str, Any]:
+        return {"field": field, "type": "quantitative", "title": axis_title(x, log=True),
+                "scale": log_scale(padding=EDGE_PADDING), "axis": count_axis()}
+
+    y_encoding = {"field": "macro_f1", "type": "quantitative", "title": axis_title("macro_f1"),
+                  "scale": {"zero": False}}
+    color = {"field": series, "type": "nominal", "title": axis_title(series), "sort": list(order)}
+    gray = {"color": "gray", "strokeDash": BASELINE_DASH}
+    layers = [
+        _layer(runs, {"type": "circle", "size": 50, "opacity": 0.7},
+               {"x": x_encoding(x), "y": y_encoding, "color": color,
+                "tooltip": [_field(c) for c in ("size", "seed", "D", x, "macro_f1")]}),
+        _layer(means, {"type": "line"}, {"x": x_encoding(x), "y": y_encoding, "color": color}),
+    ]
+    if pca:
+        layers.append(_layer(pca, {"type": "line", **gray, "point": {"color": "gray"}},
+                             {"x": x_encoding(x), "y": y_encoding,
+                              "tooltip": [_field("n_train_cells"), _field("macro_f1")]}))
+    if references:
+        layers += [_layer(references, {"type": "rule", **gray},
+                          {"y": y_encoding, "tooltip": [_field("family"), _field("macro_f1")]}),
+                   _layer(references, {"type": "text", "align": "right", "baseline": "bottom",
+                                       "dy": -2, "fontSize": 10, "color": "gray"},
+                          {"x": {"value": width}, "y": y_encoding, "text": _field("family")})]
+    if saturation:
+        tooltip = [_field(c) for c in ("size", "saturation_d", "saturation_low",
+                                       "saturation_high", "best_d")]
+        y_saturation = {"field": "saturation_f1", "type": "quantitative"}
+        layers += [_layer(saturation, {"type": "point", "shape": "diamond", "size": 140,
+                                       "filled": True},
+                          {"x": x_encoding("saturation_d"), "y": y_saturation, "color": color,
+                           "tooltip": tooltip}),
+                   _layer(saturation, {"type": "rule", "strokeWidth": 2, "opacity": 0.6},
+                          {"x": x_encoding("saturation_low"), "x2": {"field": "saturation_high"},
+                           "y": y_saturation, "color": color})]
+    subtitle = [("dashed: the same probe on PCA of the expression (fitted on D cells) and on "
+                 "the expression itself")]
+    if saturation is not None:
+        subtitle.append("diamonds: saturation point per size (95% of its best), bars: 95% "
+                        "interval over test cells")
+    heading = title or f"{axis_title('macro_f1')} against {axis_title(x).lower()} ({classifier})"
+    return {"title": {"text": heading, "subtitle": subtitle}, "width": width, "height": height,
+            "layer": layers}
 
 
 def size_order(sizes_and_params: Iterable[tuple[Any, Any]]) -> list[str]:

@@ -3,8 +3,9 @@
 Shared by the CLI demo, the marimo notebooks and the Quarto report. Builders take polars frames
 in the schema of :mod:`scalelib.results` (one row per run) or the per-run ``curve.parquet``
 format, plus fits from :mod:`scalelib.scaling`; they never train and never import torch.
-The scaling and data-size charts are the specifications of :mod:`scalelib.chartspec`, which the
-offline explorer draws too. :func:`save_chart` writes PNG and SVG offline through vl-convert.
+The scaling, data-size, allocation and probe charts are the specifications of
+:mod:`scalelib.chartspec` (the last two filled by :mod:`scalelib.chartrows`), which the offline
+explorer draws too. :func:`save_chart` writes PNG and SVG offline through vl-convert.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ import altair as alt
 import numpy as np
 import polars as pl
 
+from scalelib.chartrows import (
+    allocation_rows,
+    probe_chart_rows,
+    probe_rows,
+    require,
+    table_size_order,
+)
 from scalelib.chartspec import (
     BASELINE_DASH,
     EDGE_PADDING,
@@ -29,12 +37,11 @@ from scalelib.chartspec import (
     frontier_spec,
     group_label,
     log_scale,
+    probe_spec,
     scaling_spec,
     series_label,
-    size_order,
 )
 from scalelib.errors import ScalelibError
-from scalelib.fitrules import TRANSFORMER
 from scalelib.scaling import (
     FitsFile,
     JointFit,
@@ -44,14 +51,6 @@ from scalelib.scaling import (
     ok_rows,
     transformer_rows,
 )
-
-
-def _require(table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [name for name in columns if name not in table.columns]
-    if missing:
-        raise ScalelibError(
-            f"{what} needs column(s) {', '.join(missing)}; the table has {', '.join(table.columns)}"
-        )
 
 
 def _series(table: pl.DataFrame, color: str | None) -> pl.DataFrame:
@@ -71,12 +70,6 @@ def _as_fits(fits: Sequence[PowerLawFit] | FitsFile | None,
         methods = {fit.method for fit in listed}
         method = "huber" if "huber" in methods else (listed[0].method if listed else None)
     return [f for f in listed if f.method == method and np.isfinite([f.a, f.alpha, f.c]).all()]
-
-
-def _size_order(table: pl.DataFrame) -> list[str]:
-    """Size names ordered by parameter count (by name when there is no params column)."""
-    params = table["params"] if "params" in table.columns else [None] * table.height
-    return size_order(zip(table["size"].to_list(), list(params)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +137,7 @@ def scaling_chart(results: pl.DataFrame, fits: Sequence[PowerLawFit] | FitsFile 
         Layers: points, then (when present) band, curves, baseline rules and their labels;
         the subtitle gives each fit's numbers and verdict (:func:`scalelib.chartspec.fit_notes`).
     """
-    _require(results, [x, y], "scaling_chart")
+    require(results, [x, y], "scaling_chart")
     points = _series(transformer_rows(ok_rows(results)), color).filter(
         pl.col(x).is_not_null() & pl.col(y).is_not_null())
     drawn = [(series_label(fit.group, color), fit) for fit in _as_fits(fits, method)]
@@ -232,7 +225,7 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     altair.LayerChart
         Lines of both curves per run, then points on the validation curve.
     """
-    _require(curves, ["run_id", "size", x, "train_loss", "val_mse"], "curves_chart")
+    require(curves, ["run_id", "size", x, "train_loss", "val_mse"], "curves_chart")
     keep = ["run_id", "size", x]
     window = smooth or max(1, int(curves["step"].max() or 0) // 50)
     curves = curves.sort("run_id", "step").with_columns(
@@ -242,7 +235,7 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
         .select(*keep, pl.col(column).cast(pl.Float64).alias("mse"), pl.lit(label).alias("split"))
         for column, label in (("train_loss", "training loss"), ("val_mse", "validation MSE"))
     ]).with_columns(pl.col("size").cast(pl.Utf8))
-    order = _size_order(curves.with_columns(pl.col("size").cast(pl.Utf8)))
+    order = table_size_order(curves.with_columns(pl.col("size").cast(pl.Utf8)))
     x_scale = (log_scale(padding=EDGE_PADDING) if log_x
                else alt.Scale(zero=False, padding=EDGE_PADDING))
     x_axis = alt.X(f"{x}:Q", title=axis_title(x, log=log_x), scale=x_scale, axis=count_axis())
@@ -280,7 +273,7 @@ def test_vs_val_chart(results: pl.DataFrame, *, color: str | None = "regime",
     altair.LayerChart
         The dashed diagonal, then the points, on one linear scale shared by both axes.
     """
-    _require(results, ["best_val_mse", "test_mse"], "test_vs_val_chart")
+    require(results, ["best_val_mse", "test_mse"], "test_vs_val_chart")
     points = _series(transformer_rows(ok_rows(results)), color).filter(
         pl.col("best_val_mse").is_not_null() & pl.col("test_mse").is_not_null())
     values = points.select(pl.col("best_val_mse"), pl.col("test_mse")).to_numpy()
@@ -334,11 +327,11 @@ def data_size_chart(results: pl.DataFrame, fits: JointFit | Sequence[JointFit] |
     altair.LayerChart
         Layers: points, seed-mean lines and (when fits are given) joint-fit lines.
     """
-    _require(results, [x, y, "size"], "data_size_chart")
+    require(results, [x, y, "size"], "data_size_chart")
     points = transformer_rows(ok_rows(results)).filter(
         pl.col(x).is_not_null() & pl.col(y).is_not_null())
     points = points.with_columns(pl.col("size").cast(pl.Utf8))
-    order = _size_order(points)
+    order = table_size_order(points)
     means = points.group_by("size", x).agg(pl.col(y).mean()).sort("size", x)
     tooltip = [c for c in ("size", "seed", "regime", x, y) if c in points.columns]
     predicted = _joint_frame(points, fits, x, y)
@@ -369,71 +362,24 @@ def _joint_frame(points: pl.DataFrame, fits: JointFit | Sequence[JointFit] | Non
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
-PLOT_SPAN = 10.0  # the allocation chart's data axis reaches this factor beyond the runs
-
-
 def allocation_chart(results: pl.DataFrame, fit: JointFit, *, tolerance: float = 0.1,
                      budgets: Sequence[float] | None = None, x: str = "n_train_cells",
                      y: str = "best_val_mse", title: str | None = None, width: int = 480,
                      height: int = 320) -> alt.LayerChart:
-    """What a joint fit says about data, model size and compute (log-log, loss against D).
-
-    One fitted line per model size of the fit's runs, a diamond on each where more
-    parameters stop paying (:func:`scalelib.scaling.allocation.stop_paying_data`), the
-    compute-optimal frontier for FLOP budgets (FLOPs per cell from the runs'
-    ``flops_per_cell``, :func:`scalelib.scaling.allocation.optimal_allocation`) and the runs.
-    The data axis spans :data:`PLOT_SPAN` times beyond the runs' range on each side; diamonds
-    and frontier points outside it are left out.
+    """What a joint fit says about data, model size and compute (log-log, loss against D):
+    per model size the fitted line and a diamond where more parameters stop paying, the
+    compute-optimal frontier and the runs (rows from :func:`scalelib.chartrows.allocation_rows`).
 
     Parameters
     ----------
-    results
-        Results table with ``size``, ``params``, ``flops_per_cell``, ``x`` and ``y``; the
-        fit's group selects its rows.
-    fit
-        A joint fit of ``y`` on ``params`` and ``x`` with finite parameters.
-    tolerance
-        Gain of doubling N relative to doubling D at the diamonds.
-    budgets
-        FLOP budgets of the frontier (None: 12 spanning the runs' ``flops_per_cell x x``).
-    x, y
-        Data-size and loss columns.
+    results, fit, tolerance, budgets, x, y
+        As for :func:`scalelib.chartrows.allocation_rows`.
     title, width, height
         Chart title (None: a default) and size in pixels.
     """
-    from scalelib.scaling.allocation import FlopsPerItem, optimal_allocation, stop_paying_data
-
-    _require(results, [x, y, "size", "params", "flops_per_cell"], "allocation_chart")
-    rows = transformer_rows(ok_rows(results))
-    for column, value in fit.group.items():
-        rows = rows.filter(pl.col(column) == value)
-    sizes = rows.group_by("size").agg(pl.col("params").first(), pl.col("flops_per_cell").first())
-    cost = FlopsPerItem.from_points(sizes["params"].cast(float), sizes["flops_per_cell"])
-    n_range = (float(sizes["params"].min()), float(sizes["params"].max()))
-    d_range = (float(rows[x].min()), float(rows[x].max()))
-    if budgets is None:
-        budgets = np.geomspace(cost(n_range[0]) * d_range[0], cost(n_range[1]) * d_range[1], 12)
-    window = (d_range[0] / PLOT_SPAN, d_range[1] * PLOT_SPAN)
-
-    def shown(d: float) -> bool:
-        return bool(np.isfinite(d)) and window[0] <= d <= window[1]
-
-    with np.errstate(over="ignore", divide="ignore"):
-        frontier = [optimal_allocation(fit, float(c), cost, n_range=n_range) for c in budgets]
-        stops = stop_paying_data(fit, sizes["params"].cast(float).to_numpy(), tolerance)
-    grid = np.geomspace(*window, 60)
-    curves = [{x: d, y: float(fit.predict(n, d)), "size": size}
-              for size, n in sizes.select("size", "params").iter_rows() for d in grid]
-    stop_rows = [{x: float(d), y: float(fit.predict(n, d)), "size": size, "ratio": float(d / n)}
-                 for (size, n), d in zip(sizes.select("size", "params").iter_rows(), stops)
-                 if shown(d)]
-    frontier_rows = [{x: a.d, y: a.loss, "flops": a.flops, "params": a.n, "ratio": a.ratio}
-                     for a in frontier if shown(a.d)]
-    points = rows.select(pl.col("size").cast(pl.Utf8), x, y).to_dicts()
+    rows = allocation_rows(results, fit, tolerance=tolerance, budgets=budgets, x=x, y=y)
     heading = title or f"{group_label(fit.group) or 'all runs'}: loss, data and compute"
-    return layered_chart(frontier_spec(curves, stop_rows, frontier_rows, points, x=x, y=y,
-                                       order=_size_order(rows), tolerance=tolerance,
-                                       title=heading, width=width, height=height))
+    return layered_chart(frontier_spec(**rows, title=heading, width=width, height=height))
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,148 +411,25 @@ def probe_chart(probes: pl.DataFrame, saturation: pl.DataFrame | None = None, *,
     altair.LayerChart
         Layers: runs, seed means, baseline references and (against D) saturation points.
     """
-    _require(probes, ["model_family", "classifier", "macro_f1", "n_train_cells", "size"],
-             "probe_chart")
-    rows = probes.filter(pl.col("classifier") == classifier)
-    runs = rows.filter(pl.col("model_family") == TRANSFORMER)
-    series = "size" if x == "n_train_cells" else "D"
-    runs = runs.with_columns(pl.format("D={}", pl.col("n_train_cells")).alias("D"))
-    order = (_size_order(runs) if series == "size" else
-             [f"D={d}" for d in sorted(runs["n_train_cells"].unique().to_list())])
-    color = alt.Color(f"{series}:N", sort=order, title=axis_title(series))
-    x_axis = _log_count_x(x, x)
-    y_axis = alt.Y("macro_f1:Q", title=axis_title("macro_f1"), scale=alt.Scale(zero=False))
-    means = runs.group_by(series, x).agg(pl.col("macro_f1").mean()).sort(series, x)
-    layers = [
-        alt.Chart(runs.select("size", "seed", "D", x, "macro_f1").to_pandas()).mark_circle(
-            size=50, opacity=0.7).encode(x_axis, y_axis, color,
-                                         tooltip=["size", "seed", "D", x, "macro_f1"]),
-        alt.Chart(means.to_pandas()).mark_line().encode(x_axis, y_axis, color),
-        *_probe_references(rows, x, x_axis, y_axis, width),
-    ]
-    if saturation is not None and x == "n_train_cells" and saturation.height:
-        layers += _saturation_layers(saturation, classifier, x, color)
-    heading = title or f"{axis_title('macro_f1')} against {axis_title(x).lower()} ({classifier})"
-    subtitle = [("dashed: the same probe on PCA of the expression (fitted on D cells) and on "
-                 "the expression itself")]
-    if saturation is not None and x == "n_train_cells":
-        subtitle.append("diamonds: saturation point per size (95% of its best), bars: 95% "
-                        "interval over test cells")
-    return alt.layer(*layers).properties(title=alt.Title(heading, subtitle=subtitle),
-                                         width=width, height=height)
+    rows = probe_rows(probes, saturation, x=x, classifier=classifier)
+    return layered_chart(probe_spec(**rows, title=title, width=width, height=height))
 
 
 def probe_charts(probes: pl.DataFrame, saturation: pl.DataFrame | None = None,
                  **options) -> dict[str, alt.LayerChart]:
-    """Every probe chart of a probes table by name: per regime (and subsampling strategy, when
-    the runs used several) and classifier, against D (when the runs span several D) and
-    against P (see :func:`probe_chart`).
-
-    Names read ``"<panel> <classifier> against D|P"``, the panel being the regime or
-    ``"<regime>, <strategy>"`` (:func:`probe_panels`).
+    """Every probe chart of a probes table by name (:func:`scalelib.chartrows.probe_chart_rows`:
+    per regime, and subsampling strategy when the runs used several, and classifier, against D
+    when the runs span several D and against P).
 
     Parameters
     ----------
-    probes
-        Probes table of one label.
-    saturation
-        Saturation points (drawn on the charts against D).
+    probes, saturation
+        As for :func:`scalelib.chartrows.probe_chart_rows`.
     **options
-        Passed to :func:`probe_chart` (``width``, ``height``).
+        ``width`` and ``height`` of each chart.
     """
-    charts = {}
-    for panel, own, points in probe_panels(probes, saturation):
-        for classifier in own["classifier"].unique(maintain_order=True).to_list():
-            if own["n_train_cells"].drop_nulls().n_unique() > 1:
-                charts[f"{panel} {classifier} against D"] = probe_chart(
-                    own, points, classifier=classifier, **options,
-                    title=f"{panel}: probe F1 against training cells ({classifier})")
-            charts[f"{panel} {classifier} against P"] = probe_chart(
-                own, x="params", classifier=classifier, **options,
-                title=f"{panel}: probe F1 against parameters ({classifier})")
-    return charts
-
-
-def probe_panels(probes: pl.DataFrame, saturation: pl.DataFrame | None = None
-                 ) -> list[tuple[str, pl.DataFrame, pl.DataFrame | None]]:
-    """The probes (and saturation points) of each regime and subsampling strategy.
-
-    The expression baseline, which no strategy draws, goes with every strategy of its regime.
-    A panel is named by its regime alone when its regime's runs used one strategy.
-
-    Parameters
-    ----------
-    probes
-        Probes table of one label.
-    saturation
-        Saturation points, split the same way (None stays None).
-
-    Returns
-    -------
-    list of (str, polars.DataFrame, polars.DataFrame or None)
-        Panel name, its probes and its saturation points.
-    """
-    panels = []
-    for regime in probes["regime"].unique(maintain_order=True).to_list():
-        own = probes.filter(pl.col("regime") == regime)
-        strategies = own["subsample"].drop_nulls().unique(maintain_order=True).to_list() or [None]
-        for strategy in strategies:
-            rows = own if strategy is None else own.filter(
-                (pl.col("subsample") == strategy) | pl.col("subsample").is_null())
-            points = None if saturation is None else saturation.filter(
-                (pl.col("regime") == regime)
-                & (pl.col("subsample") == strategy if strategy else pl.lit(True)))
-            name = regime if len(strategies) == 1 else f"{regime}, {strategy}"
-            panels.append((name, rows, points))
-    return panels
-
-
-def _probe_references(rows: pl.DataFrame, x: str, x_axis: alt.X, y_axis: alt.Y,
-                      width: int) -> list[alt.Chart]:
-    """PCA (a dashed line against D, a rule at the largest D against P) and expression rules."""
-    pca = rows.filter(pl.col("model_family") == "pca").group_by("n_train_cells").agg(
-        pl.col("macro_f1").mean()).sort("n_train_cells")
-    rules = rows.filter(pl.col("model_family") == "expression").select(
-        pl.lit("expression").alias("family"), "macro_f1")
-    layers = []
-    if pca.height and x == "n_train_cells":
-        layers.append(alt.Chart(pca.to_pandas()).mark_line(
-            color="gray", strokeDash=BASELINE_DASH,
-            point=alt.OverlayMarkDef(color="gray")).encode(
-            x_axis, y_axis, tooltip=["n_train_cells", "macro_f1"]))
-        rules = pl.concat([rules, pca.tail(1).select(pl.lit("PCA").alias("family"), "macro_f1")])
-    elif pca.height:
-        rules = pl.concat([rules, pca.tail(1).select(
-            pl.format("PCA (D={})", "n_train_cells").alias("family"), "macro_f1")])
-    if rules.height:
-        frame = rules.to_pandas()
-        layers.append(alt.Chart(frame).mark_rule(color="gray", strokeDash=BASELINE_DASH)
-                      .encode(y_axis, tooltip=["family", "macro_f1"]))
-        layers.append(alt.Chart(frame).mark_text(align="right", baseline="bottom", dy=-2,
-                                                 fontSize=10, color="gray")
-                      .encode(y_axis, alt.XValue(width), text="family:N"))
-    return layers
-
-
-def _log_count_x(field: str, column: str) -> alt.X:
-    """A log x axis of counts showing ``field`` under the title of ``column``."""
-    return alt.X(field=field, type="quantitative", title=axis_title(column, log=True),
-                 scale=alt.Scale(**log_scale(padding=EDGE_PADDING)), axis=alt.Axis(**count_axis()))
-
-
-def _saturation_layers(saturation: pl.DataFrame, classifier: str, x: str,
-                       color: alt.Color) -> list[alt.Chart]:
-    """A diamond per size at its saturation point and a bar over its interval."""
-    points = saturation.filter((pl.col("classifier") == classifier)
-                               & (pl.col("model_family") == TRANSFORMER)).to_pandas()
-    y_axis = alt.Y("saturation_f1:Q")
-    tooltip = ["size", "saturation_d", "saturation_low", "saturation_high", "best_d"]
-    return [
-        alt.Chart(points).mark_point(shape="diamond", size=140, filled=True).encode(
-            _log_count_x("saturation_d", x), y_axis, color, tooltip=tooltip),
-        alt.Chart(points).mark_rule(strokeWidth=2, opacity=0.6).encode(
-            _log_count_x("saturation_low", x), alt.X2("saturation_high"), y_axis, color),
-    ]
+    return {name: layered_chart(probe_spec(**rows, **options))
+            for name, rows in probe_chart_rows(probes, saturation).items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,9 +458,9 @@ def pergene_chart(table: pl.DataFrame, *, title: str | None = None, width: int =
     """
     columns = ["size", "params", "objective", "gene", "mse", "n_masked", "error_share",
                "error_rank"]
-    _require(table, columns, "pergene_chart")
+    require(table, columns, "pergene_chart")
     genes = table.filter((pl.col("n_masked") > 0) & (pl.col("mse") > 0)).select(columns)
-    sizes = _size_order(genes)
+    sizes = table_size_order(genes)
     genes = genes.sort("size", "objective", "error_rank")
     cumulative = genes.with_columns(
         cumulative_share=pl.col("error_share").cum_sum().over("size", "objective"))

@@ -170,9 +170,15 @@ def _report(fit: JointFit, rows: pl.DataFrame, args: argparse.Namespace) -> dict
     out = {"x": args.x, "y": args.y, **fit.to_dict(with_bootstrap_params=False)}
     if not args.group_by:
         out.pop("group")
-    if fit.status == "error" or not (fit.alpha > 0 and fit.beta > 0):
+    from scalelib.scaling.allocation import (
+        allocatable,
+        beyond_words,
+        stop_paying_data,
+        stop_paying_intervals,
+    )
+
+    if not allocatable(fit):
         return out
-    from scalelib.scaling.allocation import beyond_words, stop_paying_data, stop_paying_intervals
 
     sizes = _display_sizes(rows[args.x].cast(float).to_list())
     d_star = stop_paying_data(fit, sizes, args.tolerance)

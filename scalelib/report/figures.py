@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import altair as alt
 import polars as pl
 
+from scalelib.chartrows import probe_panels
 from scalelib.errors import ScalelibError
 from scalelib.plots import (
     allocation_chart,
     data_size_chart,
     pergene_chart,
     probe_charts,
-    probe_panels,
     save_chart,
     scaling_chart,
     test_vs_val_chart,

@@ -38,7 +38,12 @@ from scalelib.scaling import (
     transformer_rows,
     verdict,
 )
-from scalelib.scaling.allocation import FlopsPerItem, optimal_allocation, stop_paying_data
+from scalelib.scaling.allocation import (
+    FlopsPerItem,
+    allocatable,
+    optimal_allocation,
+    stop_paying_data,
+)
 
 REGIME_ORDER = ("rich", "limited")  # the reference study's order; other regimes follow by name
 NUMBERS_SCHEMA = 1
@@ -324,9 +329,7 @@ def _data_size(rows: pl.DataFrame, fits: Sequence[JointFit]) -> list[dict[str, A
 def _allocation(part: pl.DataFrame, fit: JointFit) -> dict[str, Any] | None:
     """Where more parameters stop paying at each size, and the compute-optimal N and D at the
     training budget of the largest model's runs (None when the fit allows neither)."""
-    usable = (fit.status != "error" and all(math.isfinite(v) for v in (fit.alpha, fit.beta))
-              and fit.alpha > 0 and fit.beta > 0 and part.height)
-    if not usable:
+    if not (allocatable(fit) and part.height):
         return None
     sizes = part.group_by("size").agg(pl.col("params").first(), pl.col("flops_per_cell").first(),
                                       pl.col("train_flops").median()).sort("params")

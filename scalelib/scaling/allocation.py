@@ -117,6 +117,12 @@ class Allocation:
                 "ratio": self.ratio, "extrapolated": self.extrapolated, "edge": self.edge}
 
 
+def allocatable(fit: JointFit) -> bool:
+    """True when a joint fit allows an allocation: it was fitted (status not ``error``) and
+    both exponents are positive (a zero one leaves no trade-off between N and D)."""
+    return fit.status != "error" and fit.alpha > 0 and fit.beta > 0  # NaN compares False
+
+
 def optimal_allocation(fit: JointFit, flops: float, cost: FlopsPerItem, *,
                        n_range: tuple[float, float], d_range: tuple[float, float] | None = None,
                        ) -> Allocation:

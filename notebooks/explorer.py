@@ -22,10 +22,11 @@ def _():
 
     import marimo as mo
 
+    from scalelib import chartspec
     from scalelib.explore import purefit, vegalite
     from scalelib.explore.bundle import BUNDLE_NAME, load_bundle
 
-    return BUNDLE_NAME, Path, load_bundle, mo, purefit, vegalite
+    return BUNDLE_NAME, Path, chartspec, load_bundle, mo, purefit, vegalite
 
 
 @app.cell
@@ -129,6 +130,39 @@ def _(bundle, mo, shown, vegalite, y_column):
     mo.stop(not bundle.has_data_sweep)
     mo.vstack([mo.md("## Data size"),
                vegalite.data_size_spec(shown, y=y_column.value)])
+    return
+
+
+@app.cell
+def _(bundle, chartspec, mo, vegalite):
+    mo.stop(not bundle.allocations)
+    mo.vstack([
+        mo.md("## Data, model size and compute\nFrom the joint fit `L(N, D) = E + A/N^alpha + "
+              "B/D^beta` of each regime's data-size runs (fitted when the data file was "
+              "written, not refitted here): the fitted loss against training cells per model "
+              "size, where doubling the model gains less than a tenth of what doubling the data "
+              "gains (diamonds), and the compute-optimal (N, D) for FLOP budgets (black), with "
+              "FLOPs per cell from the model."),
+        *[vegalite.VegaLite(chartspec.frontier_spec(**rows)) for rows in bundle.allocations],
+    ])
+    return
+
+
+@app.cell
+def _(bundle, chartspec, mo, vegalite):
+    mo.stop(not bundle.probes)
+    _charts = {name: vegalite.VegaLite(chartspec.probe_spec(**rows))
+               for name, rows in bundle.probes["charts"].items()}
+    mo.vstack([
+        mo.md(f"## Downstream probes\nLogistic-regression and kNN probes of "
+              f"`{bundle.probes['label']}` on each run's mean-pooled cell embedding, scored by "
+              "macro F1 (`scalelib probe`); dashed: the same probes on PCA of the expression "
+              "and on the expression itself. Split: " + "; ".join(bundle.probes["split"]) + "."),
+        mo.ui.tabs(_charts),
+        mo.md("Saturation point per size (the smallest D within 95% of its best F1, with a "
+              "95% interval over test cells):"),
+        mo.ui.table(bundle.probes["saturation"], selection=None),
+    ])
     return
 
 

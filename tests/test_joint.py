@@ -12,8 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from scalelib import chartspec
 from scalelib.cli import main
 from scalelib.errors import ScalelibError
+from scalelib.explore import vegalite
 from scalelib.fitrules import LOG_FLOOR, NO_FLOOR_SHARE
 from scalelib.scaling import fit_joint, fit_joint_table, read_fits
 from scalelib.scaling.allocation import (
@@ -224,3 +226,26 @@ def test_allocation_chart_draws_sizes_stop_points_and_the_frontier():
     assert len(points) == table.height and len(frontier) == 2
     assert stops and all(row["best_val_mse"] > 0 for row in stops)
     assert frontier[1]["params"] > frontier[0]["params"]  # more compute, a larger model
+
+
+def test_the_explorer_draws_the_allocation_chart_of_plots():
+    """The explorer's data file holds the rows of each data sweep's allocation chart, drawn
+    with the builder of plots.allocation_chart; a fit allowing no allocation is left out."""
+    from scalelib.explore.bundle import allocation_charts
+    from scalelib.plots import allocation_chart
+
+    table = planted().with_columns(
+        size=pl.col("params").log10().round(1).cast(pl.Utf8), regime=pl.lit("rich"),
+        subsample=pl.lit("random"), dataset_fingerprint=pl.lit("f"),
+        model_family=pl.lit("transformer"))
+    flat = table.with_columns(regime=pl.lit("flat"), dataset_fingerprint=pl.lit("g"),
+                              best_val_mse=1.0 + 0.01 * pl.col("params").log10().mod(2))
+    [entry] = allocation_charts(pl.concat([table, flat]))
+    fit = fit_joint_table(table, by=["regime"])[0]  # one strategy: fitted by regime
+    altair = allocation_chart(table, fit, title=entry["title"]).to_dict()
+    drawn = vegalite.VegaLite(chartspec.frontier_spec(**entry)).spec
+    assert entry["title"] == "rich: data, model size and compute"
+    for key in ("mark", "encoding"):
+        assert [layer[key] for layer in drawn["layer"]] == [layer[key] for layer in altair["layer"]]
+    assert drawn["title"] == altair["title"]
+    assert len(drawn["layer"][2]["data"]["values"]) == len(entry["stops"]) > 0

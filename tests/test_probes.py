@@ -1,6 +1,7 @@
 """Downstream probes: planted labels, an end-to-end probe of a tiny sweep, the saturation point."""
 
 import hashlib
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -8,11 +9,14 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
+from scalelib import chartspec
 from scalelib.cli import main
 from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
 from scalelib.data.preprocess import build_dataset, simulate_dataset
 from scalelib.data.store import load_dataset
 from scalelib.errors import ScalelibError
+from scalelib.explore import vegalite
+from scalelib.explore.bundle import bundle_document, parse_bundle
 from scalelib.plots import probe_chart, probe_charts
 from scalelib.probes import (
     PROBES_FILE,
@@ -100,6 +104,26 @@ def test_probe_of_a_tiny_sweep_end_to_end(dataset, tmp_path):
     saturation = saturation_points(read_probes(tmp_path / PROBES_FILE), n_bootstrap=20)
     assert set(saturation["model_family"]) == {"transformer", "pca"}
     assert saturation["saturation_d"].is_in([200, 600]).all()
+    _check_the_explorer_draws_the_probe_charts_of_plots(tmp_path)
+
+
+def _check_the_explorer_draws_the_probe_charts_of_plots(sweep_dir):
+    """The explorer's data file holds the rows of every probe chart; the explorer draws them
+    with the builder plots.probe_charts uses: the same layers, encodings and titles."""
+    document = json.loads(json.dumps(bundle_document(sweep_dir, n_bootstrap=0)))
+    stored = parse_bundle(document).probes
+    probes = read_probes(sweep_dir / PROBES_FILE)
+    charts = probe_charts(probes, saturation_points(probes, n_bootstrap=200))
+    assert list(stored["charts"]) == list(charts) and stored["label"] == "cell_type"
+    assert "cross-donor" in stored["split"][0] and stored["saturation"]
+    for name, chart in charts.items():
+        drawn = vegalite.VegaLite(chartspec.probe_spec(**stored["charts"][name])).spec
+        altair = chart.to_dict()
+        assert [layer["mark"] for layer in drawn["layer"]] == [
+            layer["mark"] for layer in altair["layer"]], name
+        assert [layer["encoding"] for layer in drawn["layer"]] == [
+            layer["encoding"] for layer in altair["layer"]], name
+        assert drawn["title"] == altair["title"], name
 
 
 def test_each_run_is_probed_through_its_own_subsampling_strategy_on_pbmc3k(pbmc3k_counts,

@@ -11,8 +11,15 @@ its data and the Pyodide runtime travel together as one folder. Layout::
       "x": "params", "y": "best_val_mse",       # columns of the stored fits
       "fits_source": "fits.json",               # or "fitted on export (<why>)"
       "rows": [{"run_id": ..., "regime": "rich", "size": "D3", "params": 6337, ...}],
-      "fits": [...], "joint_fits": [...]        # as in a fits JSON file (scalelib.scaling)
+      "fits": [...], "joint_fits": [...],       # as in a fits JSON file (scalelib.scaling)
+      "allocations": [{...}],                   # per joint fit of a data sweep: the rows of
+                                                # chartspec.frontier_spec (scalelib.chartrows)
+      "probes": {"label": "cell_type", "split": [...], "charts": {name: {...}},
+                 "saturation": [...]}           # from probes.parquet, when the sweep has one
     }
+
+The allocation and probe rows are computed on export (they need numpy and scipy); the explorer
+draws them as they are.
 
 Reading (:func:`load_bundle`) needs only the standard library, so it works in the browser;
 writing (:func:`bundle_document`, :func:`write_bundle`) reads the results table with polars.
@@ -24,13 +31,16 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalelib.atomic import json_ready
 from scalelib.chartspec import size_order
 from scalelib.errors import ScalelibError
 from scalelib.explore.purefit import LiteFit
 from scalelib.fitrules import TRANSFORMER, dataset_key, scaling_row_mask
+
+if TYPE_CHECKING:
+    import polars as pl
 
 BUNDLE_NAME = "explorer-data.json"
 BUNDLE_FORMAT = "scalelib-explorer"
@@ -52,6 +62,8 @@ class Bundle:
     rows: list[dict[str, Any]]
     fits: list[LiteFit] = field(default_factory=list)
     joint_fits: list[dict[str, Any]] = field(default_factory=list)
+    allocations: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,10 +131,13 @@ def parse_bundle(document: dict[str, Any]) -> Bundle:
     if document.get("format") != BUNDLE_FORMAT:
         raise ScalelibError("not a scalelib explorer data file (format field missing); "
                             "write one with `scalelib export notebooks`")
-    meta = {k: v for k, v in document.items() if k not in ("rows", "fits", "joint_fits")}
+    data = ("rows", "fits", "joint_fits", "allocations", "probes")
+    meta = {k: v for k, v in document.items() if k not in data}
     return Bundle(rows=[dict(row) for row in document.get("rows", [])],
                   fits=[LiteFit.from_dict(fit) for fit in document.get("fits", [])],
-                  joint_fits=list(document.get("joint_fits", [])), meta=meta)
+                  joint_fits=list(document.get("joint_fits", [])),
+                  allocations=list(document.get("allocations", [])),
+                  probes=dict(document.get("probes") or {}), meta=meta)
 
 
 def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTRAP) -> dict[str, Any]:
@@ -156,8 +171,57 @@ def bundle_document(sweep_dir: str | Path, *, n_bootstrap: int = DEFAULT_BOOTSTR
         "scalelib_version": __version__, "source": str(sweep_dir),
         "fits_source": "fits.json" if reason is None else f"fitted on export ({reason})",
         "x": fits["x"], "y": fits["y"], "rows": rows, "fits": fits["fits"],
-        "joint_fits": fits["joint_fits"],
+        "joint_fits": fits["joint_fits"], "allocations": allocation_charts(results),
+        "probes": probe_charts(sweep_dir),
     })
+
+
+def allocation_charts(results: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rows of the allocation chart of each regime's (and strategy's) joint fit of its
+    data-size runs (:func:`scalelib.chartrows.allocation_rows`, titled by the regime and
+    strategy); fits that allow no allocation are left out.
+
+    Parameters
+    ----------
+    results
+        A results table.
+    """
+    from scalelib.chartrows import allocation_rows
+    from scalelib.report.prepare import joint_fits
+    from scalelib.scaling import data_size_rows
+    from scalelib.scaling.allocation import allocatable
+
+    rows = data_size_rows(results)
+    if not rows.height:
+        return []
+    return [{**allocation_rows(rows, fit),
+             "title": f"{', '.join(map(str, fit.group.values()))}: data, model size and compute"}
+            for fit in joint_fits(rows) if allocatable(fit)]
+
+
+def probe_charts(sweep_dir: str | Path) -> dict[str, Any]:
+    """The probe charts' rows of a sweep directory's ``probes.parquet`` (of its most frequent
+    label; :func:`scalelib.chartrows.probe_chart_rows`), its split and saturation points;
+    empty without probes.
+
+    Parameters
+    ----------
+    sweep_dir
+        A sweep directory.
+    """
+    from scalelib.chartrows import probe_chart_rows
+    from scalelib.report.probes import SATURATION_BOOTSTRAP, SATURATION_SEED, probes_of
+    from scalelib.scaling.saturation import saturation_points
+
+    probes = probes_of(sweep_dir)
+    if not probes.height:
+        return {}
+    label = probes["label"].mode().sort()[0]
+    probes = probes.filter(probes["label"] == label)
+    saturation = saturation_points(probes, n_bootstrap=SATURATION_BOOTSTRAP, seed=SATURATION_SEED)
+    return {"label": label, "split": probes["split"].unique().sort().to_list(),
+            "charts": probe_chart_rows(probes, saturation),
+            "saturation": saturation.drop("dataset_fingerprint").to_dicts()}
 
 
 def write_bundle(sweep_dir: str | Path, path: str | Path, *,

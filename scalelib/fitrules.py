@@ -98,7 +98,7 @@ class RunContext(NamedTuple):
 
 
 def run_context(runs: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]],
-                x: str, y: str) -> RunContext:
+                x: str, y: str, floor: str = "c") -> RunContext:
     """The best matching baseline and the unconverged runs carrying a fit, as status issues.
 
     ``above_baseline`` when the best run does not beat the best baseline scored on the same
@@ -113,6 +113,8 @@ def run_context(runs: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[s
         Baseline rows of the table (matched to ``runs`` here).
     x, y
         Columns of the fit; baselines are compared in ``y``.
+    floor
+        The fit's floor as the reasons name it (``c``, or ``E`` of a joint fit).
 
     Returns
     -------
@@ -130,7 +132,7 @@ def run_context(runs: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[s
         if losses and min(losses) >= baseline["val_mse"]:
             issues.append(("above_baseline", (
                 f"the best model ({min(losses):.4g}) does not beat the best baseline, "
-                f"{baseline['family']} ({baseline['val_mse']:.4g}): c is no floor of the data")))
+                f"{baseline['family']} ({baseline['val_mse']:.4g}): {floor} is no floor of the data")))
     unconverged = None
     if any(run.get("converged") is not None for run in runs):
         carrying = _carrying_runs(runs, x)
@@ -138,7 +140,7 @@ def run_context(runs: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[s
         if unconverged:
             issues.append(("budget_limited", (
                 f"{unconverged} of the {len(carrying)} runs at the largest sizes had not "
-                "converged: c is a floor at this budget, not of the data")))
+                f"converged: {floor} is a floor at this budget, not of the data")))
     return RunContext(baseline, unconverged, issues)
 
 

@@ -122,6 +122,20 @@ def test_a_joint_fit_without_a_floor_is_flagged_even_above_the_bound():
     assert math.exp(-LOG_FLOOR) < fit.E / no_floor.min() < NO_FLOOR_SHARE  # above its bound
 
 
+def test_joint_fits_check_convergence_and_baselines_like_the_power_law_fits():
+    points = planted().with_columns(converged=pl.col("params") < 1e5, model_family=pl.lit(
+        "transformer"), dataset_fingerprint=pl.lit("f"))
+    [fit] = fit_joint_table(points)
+    assert fit.status == "budget_limited"
+    assert "20 of the 30 runs at the largest sizes had not converged: E is a floor" in fit.message
+    ridge = points.unique("n_train_cells").with_columns(
+        model_family=pl.lit("ridge"), params=None, converged=None,
+        best_val_mse=pl.lit(0.5 * points["best_val_mse"].min()))
+    [fit] = fit_joint_table(pl.concat([points, ridge], how="diagonal_relaxed"))
+    assert fit.flags[:2] == ("above_baseline", "budget_limited"), fit.flags
+    assert "E is no floor of the data" in fit.message
+
+
 def test_too_few_points_for_five_parameters_is_unidentified():
     fit = fit_joint([1e3, 1e4, 1e5, 1e6, 1e3, 1e6], [1e3, 1e4, 1e5, 1e3, 1e6, 1e6],
                     [3.0, 2.5, 2.2, 2.6, 2.4, 1.9])

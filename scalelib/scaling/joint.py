@@ -8,7 +8,9 @@ the power-law fits apply to ``c``: the points show no floor; the optimiser's bou
 it, so an ``E`` that stopped just above the bound counts too),
 ``unidentified`` (fewer than ``MIN_RESIDUAL_DOF`` residual degrees of freedom beyond the five
 parameters, or a bootstrap interval of ``alpha`` or ``beta`` covering more than
-``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS``), and ``error`` (a group that could not be fitted).
+``UNIDENTIFIED_SHARE`` of ``ALPHA_BOUNDS``), and ``error`` (a group that could not be fitted);
+:func:`scalelib.scaling.fit_joint_table` adds ``above_baseline`` and ``budget_limited`` from the
+runs behind the points.
 """
 
 from __future__ import annotations

@@ -265,7 +265,10 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
                     seed: int = 0, on_resample: Callable[[], object] | None = None,
                     errors: str = "raise") -> list[JointFit]:
     """Fit ``L(N, D)`` to every group of a table (``status == "ok"`` rows of trained models),
-    e.g. a data sweep.
+    e.g. a data sweep, with the checks of :func:`fit_groups` that need the runs
+    (:func:`scalelib.fitrules.run_context` over the model sizes): ``above_baseline`` when the
+    best run does not beat the best baseline scored on the same cells, ``budget_limited`` when
+    a run at the larger half of the model sizes had not converged.
 
     Parameters
     ----------
@@ -307,8 +310,11 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
         raise ScalelibError("the table has no rows to fit (none with status 'ok'); point to a "
                             "table with one row per run")
     _refuse_mixed_budgets(rows, by)
+    baselines = baseline_rows(table)
     fits = []
     for group, part in _groups(rows, by):
+        context = run_context(part.to_dicts(), matching_baselines(part, baselines).to_dicts(),
+                              n, y, floor="E")
         try:
             fit = fit_joint(_column(part, n), _column(part, d), _column(part, y), names=(n, d),
                             n_bootstrap=n_bootstrap, seed=seed, on_resample=on_resample)
@@ -316,7 +322,7 @@ def fit_joint_table(table: pl.DataFrame, *, n: str = "params", d: str = "n_train
             if errors == "raise":
                 raise
             fit = failed_joint_fit(str(error), n_runs=part.height, names=(n, d))
-        fits.append(replace(fit, group=group))
+        fits.append(replace(fit, group=group).with_issues(context.issues))
     return fits
 
 

@@ -106,6 +106,7 @@ def test_cli_puts_zero_and_infinite_interval_ends_in_words(tmp_path, capsys):
     assert status == 0, err
     stop_lines = [line for line in out.splitlines() if " D* " in line]
     assert stop_lines and all("[beyond the measured range, " in line for line in stop_lines)
+    assert "unidentified" in out and "the data do not pin the numbers below" in out
     assert not re.search(r"\b(inf|nan)\b", out)
     status, out, err = run(capsys, "fit", tmp_path / "r.parquet", "--data", "n_train_cells",
                            "--bootstrap", "20", "--flops", "1e12", "--json")

@@ -264,6 +264,10 @@ def _summary(fits: list[JointFit], reports: list[dict], args: argparse.Namespace
 
 def _allocation_lines(report: dict, args: argparse.Namespace) -> list[str]:
     lines = []
+    if "unidentified" in report.get("flags", ()) and ("stop_paying" in report
+                                                      or "allocations" in report):
+        lines.append("    the fit is unidentified (see details): the data do not pin the "
+                     "numbers below")
     if "stop_paying" in report:
         lines.append(f"    more parameters stop paying below D/N (doubling {args.x} gains less "
                      f"than {report['tolerance']:g} x what doubling D gains)"

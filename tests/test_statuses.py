@@ -1,11 +1,13 @@
 """Fit statuses on planted cases: one vocabulary for both methods, flags, verdicts in words."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
 
+from scalelib.cli import main
 from scalelib.convergence import plateaued
 from scalelib.explore import purefit
 from scalelib.scaling import describe, fit_groups, fit_power_law, most_serious, verdict
@@ -74,6 +76,15 @@ def test_a_baseline_as_good_as_the_best_model_makes_it_above_baseline(method):
     assert verdict(fit.to_dict()) == LOSES_TO_BASELINE
     words = describe(fit.to_dict())
     assert "no floor of the data" in words and "ridge reaches 1" in words
+
+
+def test_min_x_keeps_the_baselines_for_the_baseline_check(tmp_path, capsys):
+    path = tmp_path / "results.parquet"
+    planted_table(baseline_mse=1.0).write_parquet(path)
+    assert main(["fit", str(path), "--min-x", "4000", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["status"] == "above_baseline" and fit["baseline"]["family"] == "ridge"
+    assert fit["n_runs"] == 2 * np.sum(SIZES >= 4000)  # baselines are never fitted
 
 
 @pytest.mark.parametrize("table", [

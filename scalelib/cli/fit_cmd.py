@@ -138,7 +138,10 @@ def _rows_from(table: pl.DataFrame, x: str, min_x: float | None) -> pl.DataFrame
         return table
     if x not in table.columns:
         raise ScalelibError(f"no column {x!r} in the table; choose --x among {table.columns}")
-    return table.filter(pl.col(x) >= min_x)
+    kept = pl.col(x) >= min_x
+    if "model_family" in table.columns:  # baselines have no size; the baseline check needs them
+        kept = kept | (pl.col("model_family") != "transformer")
+    return table.filter(kept)
 
 
 def _fit_with_progress(table: pl.DataFrame, args: argparse.Namespace) -> list[PowerLawFit]:

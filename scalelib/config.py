@@ -412,8 +412,8 @@ class CalibrationPreset:
     n_bootstrap: int
 
 
-# `smoke` took 643 CPU-s (about 11 CPU-minutes, ten runs; README, calibrate); `demo` trains the
-# whole demo ladder on a mixture the size of the demo's rich regime.
+# `smoke` took 9.2 min (362 CPU-s, ten runs) on two cores shared with other jobs (README,
+# calibrate); `demo` trains the whole demo ladder on a mixture the size of the demo's rich regime.
 CALIBRATION_PRESETS: dict[str, CalibrationPreset] = {
     "smoke": CalibrationPreset(
         "smoke", n_genes=32, n_cells=40_000, ladder="demo",

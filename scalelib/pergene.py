@@ -159,15 +159,17 @@ def pergene_summary(table: pl.DataFrame) -> pl.DataFrame:
         genes with masked positions), ``gene_mse_cv`` (standard deviation over mean),
         ``genes_for_half`` (fewest genes whose squared errors make half the run's total),
         ``top_genes`` (the :data:`TOP_GENES` largest contributors with their shares) and, for
-        likelihood objectives, ``gene_bits_median``.
+        likelihood objectives, ``gene_bits_median`` and ``top_bits_genes`` (the largest
+        contributors to the summed NLL; None for ``mse``). Bits and squared error can rank
+        genes differently: a highly expressed gene with a wide count distribution carries many
+        bits but little error on the log1p scale.
     """
     rows = []
     for _, run in table.group_by("run_id", maintain_order=True):
         scored = run.filter(pl.col("n_masked") > 0).sort("error_rank")
         mse = scored["mse"].to_numpy()
         shares = scored["error_share"].to_numpy()
-        top = ", ".join(f"{gene} {share:.1%}" for gene, share in
-                        zip(scored["gene"][:TOP_GENES], shares[:TOP_GENES]))
+        top = _top(scored["gene"], shares)
         bits = scored["bits"].drop_nulls() if "bits" in scored.columns else pl.Series([])
         rows.append({
             **{name: run[name][0] for name in RUN_COLUMNS},
@@ -178,5 +180,19 @@ def pergene_summary(table: pl.DataFrame) -> pl.DataFrame:
             "genes_for_half": int(np.searchsorted(np.cumsum(shares), 0.5) + 1),
             "top_genes": top,
             "gene_bits_median": float(bits.median()) if bits.len() else math.nan,
+            "top_bits_genes": _top_bits(scored) if bits.len() else None,
         })
     return pl.DataFrame(rows)
+
+
+def _top(genes: pl.Series, shares: np.ndarray) -> str:
+    """The first :data:`TOP_GENES` genes with their shares, in the given order."""
+    return ", ".join(f"{gene} {share:.1%}" for gene, share in
+                     zip(genes[:TOP_GENES], shares[:TOP_GENES]))
+
+
+def _top_bits(scored: pl.DataFrame) -> str:
+    """The genes carrying most of a likelihood run's summed NLL, with their shares."""
+    ranked = scored.sort("nll_nats_sum", descending=True)
+    nll = ranked["nll_nats_sum"].to_numpy()
+    return _top(ranked["gene"], nll / nll.sum())

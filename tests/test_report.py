@@ -650,6 +650,12 @@ def test_heads_and_per_gene_sections_show_their_data(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert sorted(row["objective"] for row in summary) == ["gaussian"] * 3 + ["mse"] * 3
     genes = pl.read_parquet(sweep / "pergene.parquet")
+    for row in summary:  # the genes carrying most bits: largest summed NLL first
+        if row["objective"] == "mse":
+            assert row["top_bits_genes"] is None
+        else:
+            run = genes.filter(pl.col("run_id") == row["run_id"])
+            assert row["top_bits_genes"].startswith(run.sort("nll_nats_sum")["gene"][-1] + " ")
     for _, run in genes.group_by("run_id"):
         assert run["error_share"].sum() == pytest.approx(1.0)
         assert (run["squared_error_sum"].sum() / run["n_masked"].sum()

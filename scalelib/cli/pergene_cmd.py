@@ -53,5 +53,8 @@ def run_pergene(args: argparse.Namespace) -> int:
     for row in summary.iter_rows(named=True):
         print(f"{row['regime']} {row['objective']} {row['size']}: most of the error in "
               f"{row['top_genes']}")
+        if row["top_bits_genes"]:
+            print(f"{row['regime']} {row['objective']} {row['size']}: most of the bits in "
+                  f"{row['top_bits_genes']}")
     print(f"per-gene table: {args.sweep / PERGENE_FILE}")
     return 0

@@ -114,6 +114,18 @@ def test_cli_puts_zero_and_infinite_interval_ends_in_words(tmp_path, capsys):
     assert report["stop_paying"][0]["d_ci"][0] == 0 and report["allocations"][0]["ci"]["n"]
 
 
+def test_cli_says_why_a_fit_flat_in_d_has_no_allocation(tmp_path, capsys):
+    points = planted()
+    rising_in_d = (TRUTH["E"] + TRUTH["A"] * points["params"] ** -TRUTH["alpha"]) * (
+        1 + 0.01 * np.log10(points["n_train_cells"]))
+    points.with_columns(best_val_mse=rising_in_d).write_parquet(tmp_path / "r.parquet")
+    status, out, err = run(capsys, "fit", tmp_path / "r.parquet", "--data", "n_train_cells",
+                           "--flops", "1e12")
+    assert status == 0, err
+    assert "no stop-paying ratio or compute-optimal allocation: the fitted best_val_mse does " \
+           "not fall with D (exponent 0)" in out and "D*" not in out
+
+
 def test_a_joint_fit_without_a_floor_is_flagged_even_above_the_bound():
     points = planted()
     no_floor = (TRUTH["A"] * points["params"] ** -TRUTH["alpha"]

@@ -263,6 +263,11 @@ def _summary(fits: list[JointFit], reports: list[dict], args: argparse.Namespace
 
 
 def _allocation_lines(report: dict, args: argparse.Namespace) -> list[str]:
+    if report["status"] != "error" and "stop_paying" not in report:
+        flat = " or ".join(name for name, exponent in ((args.x, report["alpha"]),
+                                                       ("D", report["beta"])) if not exponent > 0)
+        return [(f"    no stop-paying ratio or compute-optimal allocation: the fitted {args.y} "
+                 f"does not fall with {flat} (exponent 0), so nothing trades {args.x} against D")]
     lines = []
     if "unidentified" in report.get("flags", ()) and ("stop_paying" in report
                                                       or "allocations" in report):

@@ -264,7 +264,9 @@ def frontier_spec(curves: Sequence[dict[str, Any]], stops: Sequence[dict[str, An
                   tolerance: float = 0.1, title: str | None = None, width: int = 480,
                   height: int = 320) -> dict[str, Any]:
     """Loss against data size per model size from a joint fit, where more parameters stop
-    paying, and the compute-optimal frontier (log-log).
+    paying, and the compute-optimal frontier (log-log). The loss axis spans the runs and the
+    frontier with a margin; fitted lines and diamonds beyond it are clipped, so a fit
+    extrapolated to small D cannot squash the data.
 
     Parameters
     ----------
@@ -288,10 +290,11 @@ def frontier_spec(curves: Sequence[dict[str, Any]], stops: Sequence[dict[str, An
     """
     x_encoding = {"field": x, "type": "quantitative", "title": axis_title(x, log=True),
                   "scale": log_scale(padding=EDGE_PADDING), "axis": count_axis()}
+    domain = loss_domain([row.get(y) for row in [*points, *frontier]])
     y_encoding = {"field": y, "type": "quantitative", "title": axis_title(y, log=True),
-                  "scale": log_scale(padding=EDGE_PADDING)}
+                  "scale": log_scale(domain, padding=0 if domain else EDGE_PADDING)}
     color = {"field": "size", "type": "nominal", "title": axis_title("size"), "sort": list(order)}
-    layers = [_layer(curves, {"type": "line", "opacity": 0.8},
+    layers = [_layer(curves, {"type": "line", "opacity": 0.8, "clip": True},
                      {"x": x_encoding, "y": y_encoding, "color": color})]
     if points:
         layers.append(_layer(points, {"type": "circle", "size": 40, "opacity": 0.6},
@@ -299,7 +302,7 @@ def frontier_spec(curves: Sequence[dict[str, Any]], stops: Sequence[dict[str, An
                               "tooltip": [_field(c) for c in ("size", x, y)]}))
     if stops:
         layers.append(_layer(stops, {"type": "point", "shape": "diamond", "size": 90,
-                                     "filled": True},
+                                     "filled": True, "clip": True},
                              {"x": x_encoding, "y": y_encoding, "color": color,
                               "tooltip": [_field(c) for c in ("size", x, "ratio")]}))
     if frontier:

@@ -253,6 +253,10 @@ def test_allocation_chart_draws_sizes_stop_points_and_the_frontier():
     assert len(points) == table.height and len(frontier) == 2
     assert stops and all(row["best_val_mse"] > 0 for row in stops)
     assert frontier[1]["params"] > frontier[0]["params"]  # more compute, a larger model
+    low, high = spec["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    losses = [row["best_val_mse"] for row in points + frontier]
+    assert low == pytest.approx(min(losses) / 1.25) and high == pytest.approx(max(losses) * 1.25)
+    assert max(row["best_val_mse"] for row in curves) > high  # clipped, not stretching the axis
 
 
 def test_the_explorer_draws_the_allocation_chart_of_plots():

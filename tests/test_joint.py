@@ -149,6 +149,13 @@ def test_joint_fits_check_convergence_and_baselines_like_the_power_law_fits():
     assert "E is no floor of the data" in fit.message
 
 
+def test_a_data_sweep_at_two_sizes_names_the_data_column_to_extend():
+    points = planted().filter(pl.col("n_train_cells") > 1e5)  # 2 distinct D
+    with pytest.raises(ScalelibError, match="3 distinct n_train_cells values, got 2; add runs "
+                                            "at more values of n_train_cells"):
+        fit_joint_table(points)
+
+
 def test_too_few_points_for_five_parameters_is_unidentified():
     fit = fit_joint([1e3, 1e4, 1e5, 1e6, 1e3, 1e6], [1e3, 1e4, 1e5, 1e3, 1e6, 1e6],
                     [3.0, 2.5, 2.2, 2.6, 2.4, 1.9])

@@ -49,6 +49,6 @@ def _validate(x: Iterable[float], y: Iterable[float], x_name: str = "x",
     if distinct < 3:
         raise ScalelibError(
             f"a power law with a floor needs at least 3 distinct {x_name} values, got "
-            f"{distinct}; add runs at more model sizes (or group by fewer columns)"
+            f"{distinct}; add runs at more values of {x_name} (or group by fewer columns)"
         )
     return xs, ys

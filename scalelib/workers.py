@@ -102,7 +102,7 @@ def run_with_workers(
                   for _ in range(workers - 1)]
         table = run_sweep(ordered, out_dir, callbacks=callbacks, progress=progress,
                           in_memory=in_memory, baselines=baselines)
-    failed = [future.exception() for future in others if future.exception() is not None]
+    failed = [error for error in (future.exception() for future in others) if error is not None]
     if failed:  # this process waited on every run, and trained those a dead worker left
         warnings.warn(f"{len(failed)} worker process(es) stopped with an error ({failed[0]!r}); "
                       "this process trained the runs they left", stacklevel=2)

@@ -160,7 +160,7 @@ def _(bundle, chartspec, mo, vegalite):
               "and on the expression itself. Split: " + "; ".join(bundle.probes["split"]) + "."),
         mo.ui.tabs(_charts),
         mo.md("Saturation point per size (the smallest D within 95% of its best F1, with a "
-              "95% interval over test cells):"),
+              "95% interval over test cells and seeds):"),
         mo.ui.table(bundle.probes["saturation"], selection=None),
     ])
     return

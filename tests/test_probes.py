@@ -205,6 +205,32 @@ def test_saturation_interval_covers_a_planted_point():
     assert saturation["saturation_d"] == 3000
     assert saturation["saturation_low"] <= 3000 <= saturation["saturation_high"]
     assert saturation["best_d"] == 10000 and saturation["n_sizes"] == 5
+    assert saturation["n_seeds"] == 1
+
+
+def test_saturation_interval_resamples_seeds():
+    """Two seeds that disagree at D=1000 (one saturated, one not): the seed mean is not
+    saturated there, but a resample that draws the good seed twice is, so the interval reaches
+    down to 1000; 5,000 test cells alone would pin the point at 3000."""
+    rng = np.random.default_rng(1)
+    n = 5000
+    truth = rng.choice(["a", "b", "c"], n)
+    rows = []
+    for d, seed, accuracy in ((300, 0, 0.5), (300, 1, 0.5), (1000, 0, 0.95), (1000, 1, 0.6),
+                              (3000, 0, 0.95), (3000, 1, 0.95)):
+        wrong = rng.random(n) > accuracy
+        predicted = np.where(wrong, rng.choice(["a", "b", "c"], n), truth)
+        rows.append({"model_family": "transformer", "size": "D1", "classifier": "logreg",
+                     "label": "cell_type", "dataset_fingerprint": "x", "n_train_cells": d,
+                     "seed": seed, "macro_f1": f1_score(truth, predicted, average="macro"),
+                     "truth": truth.tolist(), "predicted": predicted.tolist()})
+    table = pl.DataFrame(rows)
+    saturation = saturation_points(table, n_bootstrap=200).row(0, named=True)
+    assert saturation["saturation_d"] == 3000 and saturation["n_seeds"] == 2
+    assert (saturation["saturation_low"], saturation["saturation_high"]) == (1000, 3000)
+    one_seed = saturation_points(table.filter(pl.col("seed") == 1), n_bootstrap=200)
+    assert one_seed.row(0, named=True)["n_seeds"] == 1
+    assert one_seed["saturation_low"].item() == one_seed["saturation_high"].item() == 3000
 
 
 def _planted_probes() -> pl.DataFrame:

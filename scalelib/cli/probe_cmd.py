@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fit the probes on at most this many training cells (20,000)")
     parser.add_argument("--knn-k", type=int, default=15, help="neighbours of the kNN probe (15)")
     parser.add_argument("--bootstrap", type=int, default=200,
-                        help="resamples of the test cells for the saturation interval (200)")
+                        help="resamples of the test cells (and of the seeds at each D) for the "
+                             "saturation interval (200)")
     parser.add_argument("--fraction", type=float, default=0.95,
                         help="share of a size's best score that counts as saturated (0.95)")
     parser.add_argument("--device", default="auto", help="where to run checkpoints (auto)")
@@ -98,9 +99,10 @@ def run_probe(args: argparse.Namespace) -> int:
     print_table(scores)
     if saturation.height:
         print(f"saturation point: smallest D within {args.fraction:.0%} of the size's best "
-              f"seed-mean F1 (95% interval over {args.bootstrap} resamples of the test cells)")
+              f"seed-mean F1 (95% interval over {args.bootstrap} resamples of the test cells "
+              "and, where a D has several seeds, of its seeds; n_seeds: the fewest at any D)")
         print_table(saturation.select("regime", "subsample", "model_family", "size",
-                                      "classifier", "n_sizes", "best_d", "best_f1",
+                                      "classifier", "n_sizes", "n_seeds", "best_d", "best_f1",
                                       "saturation_d", "saturation_low", "saturation_high")
                     .sort("regime", "classifier", "subsample", "model_family", "size",
                           nulls_last=True))

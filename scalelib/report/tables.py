@@ -203,7 +203,8 @@ def joint_table(rep: ReportData) -> Table:
 
 def saturation_table(rep: ReportData) -> Table:
     """Saturation point per model size and classifier: the smallest D whose probe score is
-    within the fraction of the size's best, with its interval (``tbl-saturation``)."""
+    within the fraction of the size's best, with its interval and the fewest seeds at any D
+    (``tbl-saturation``)."""
     rows, strategies = [], len(rep.numbers["probes"].get("subsamples", [])) > 1
     for entry in rep.numbers["probes"]["saturation"]:
         rows.append({
@@ -211,6 +212,7 @@ def saturation_table(rep: ReportData) -> Table:
             **({"Subsample": entry["subsample"] or ""} if strategies else {}),
             "Family": entry["model_family"], "Size": entry["size"] or "",
             "Probe": entry["classifier"], "D values": fmt(entry["n_sizes"]),
+            "Seeds": fmt(entry.get("n_seeds")),
             "Best F1": fmt(entry["best_f1"]), "at D": fmt(entry["best_d"]),
             "Saturation D": fmt(entry["saturation_d"]),
             "95% interval": f"{fmt(entry['saturation_low'])} to {fmt(entry['saturation_high'])}",

@@ -5,8 +5,12 @@ It reads the probes table of :mod:`scalelib.probes` (one row per probed run and 
 with each row's test-cell labels and predictions), never the models. Scores are macro F1 over
 test cells; seeds of one size and D are averaged before the best is taken. The interval
 resamples the test cells (the same resample for every run of a group, so the runs stay paired)
-and recomputes every score, the seed means and the saturation point per resample; its ends are
-percentiles of that point, which can only take the D values the sweep trained. No torch here.
+and, where a D has runs of several seeds, those runs too (drawn with replacement, independently
+per D); it recomputes every score, the seed means and the saturation point per resample. Its
+ends are percentiles of that point, which can only take the D values the sweep trained. With two
+seeds per D the seed resample has three outcomes (either seed twice, or both), so read such an
+interval as a rough guide; ``n_seeds`` says how many seeds the least-replicated D of a curve had.
+No torch here.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ SATURATION_SCHEMA = {
     **{name: pl.Utf8 for name in CURVE_KEYS},
     "n_sizes": pl.Int64, "best_d": pl.Int64, "best_f1": pl.Float64, "saturation_d": pl.Int64,
     "saturation_f1": pl.Float64, "saturation_low": pl.Int64, "saturation_high": pl.Int64,
-    "fraction": pl.Float64, "n_bootstrap": pl.Int64,
+    "n_seeds": pl.Int64, "fraction": pl.Float64, "n_bootstrap": pl.Int64,
 }
 
 
@@ -93,13 +97,44 @@ def _class_codes(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
     return truth, predicted, len(classes)
 
 
-def _curve_saturation(rows: pl.DataFrame, weights: np.ndarray, fraction: float) -> dict:
-    """Saturation point and interval of one curve (rows at two or more D values)."""
+def _seed_means(resampled: np.ndarray, sizes: np.ndarray, distinct: np.ndarray,
+                rng: np.random.Generator | None) -> np.ndarray:
+    """Mean score per D in each resample, over a resample of that D's runs (seeds).
+
+    Parameters
+    ----------
+    resampled
+        ``(runs, resamples)``: each run's score under each resample of the test cells.
+    sizes
+        Training-set size D of each run, shape ``(runs,)``.
+    distinct
+        The distinct D values, in the order of the returned columns.
+    rng
+        Draws the runs of each D with replacement; None keeps every run once.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(resamples, len(distinct))``.
+    """
+    columns = []
+    for d in distinct:
+        runs = resampled[sizes == d].T
+        if rng is not None and runs.shape[1] > 1:
+            runs = np.take_along_axis(runs, rng.integers(0, runs.shape[1], runs.shape), axis=1)
+        columns.append(runs.mean(axis=1))
+    return np.stack(columns, axis=1)
+
+
+def _curve_saturation(rows: pl.DataFrame, weights: np.ndarray, fraction: float,
+                      rng: np.random.Generator | None) -> dict:
+    """Saturation point and interval of one curve (rows at two or more D values); ``rng``
+    resamples the seeds of each D (None: only the test cells are resampled)."""
     truth, predicted, n_classes = _class_codes(rows)
     resampled = np.stack([macro_f1_resampled(truth, row, n_classes, weights) for row in predicted])
     sizes = rows["n_train_cells"].to_numpy()
-    distinct = np.unique(sizes)
-    means = np.stack([resampled[sizes == d].mean(axis=0) for d in distinct], axis=1)
+    distinct, runs_per_d = np.unique(sizes, return_counts=True)
+    means = _seed_means(resampled, sizes, distinct, rng)
     full = rows.group_by("n_train_cells").agg(pl.col("macro_f1").mean()).sort("n_train_cells")
     point = saturation_size(full["n_train_cells"].to_list(), full["macro_f1"].to_list(), fraction)
     per_resample = [saturation_size(distinct, scores, fraction) for scores in means]
@@ -110,6 +145,7 @@ def _curve_saturation(rows: pl.DataFrame, weights: np.ndarray, fraction: float) 
         "saturation_f1": full.filter(pl.col("n_train_cells") == point)["macro_f1"].item(),
         "saturation_low": int(np.quantile(per_resample, 0.025, method="lower")),
         "saturation_high": int(np.quantile(per_resample, 0.975, method="higher")),
+        "n_seeds": int(runs_per_d.min()),
     }
 
 
@@ -129,7 +165,8 @@ def saturation_points(probes: pl.DataFrame, *, fraction: float = SATURATION_FRAC
     fraction
         Share of the curve's best seed-mean score that counts as saturated (0.95).
     n_bootstrap
-        Resamples of the test cells for the interval (0: the interval is the point).
+        Resamples for the interval, each of the test cells and, where a D has several seeds,
+        of that D's runs (0: the interval is the point).
     seed
         Seed of the resampling.
 
@@ -137,8 +174,9 @@ def saturation_points(probes: pl.DataFrame, *, fraction: float = SATURATION_FRAC
     -------
     polars.DataFrame
         One row per curve (:data:`SATURATION_SCHEMA`): the best D and score, the saturation
-        point ``saturation_d`` with its score, and the 95% interval ``saturation_low`` to
-        ``saturation_high``.
+        point ``saturation_d`` with its score, the 95% interval ``saturation_low`` to
+        ``saturation_high``, and ``n_seeds``, the fewest runs (seeds) at any D of the curve
+        (1: the interval resamples test cells only).
     """
     if not 0 < fraction <= 1:
         raise ScalelibError(f"the saturation fraction must lie in (0, 1], got {fraction}")
@@ -156,7 +194,9 @@ def saturation_points(probes: pl.DataFrame, *, fraction: float = SATURATION_FRAC
         rng = np.random.default_rng(seed)
         weights = (rng.multinomial(n_cells, np.full(n_cells, 1 / n_cells), size=n_bootstrap)
                    if n_bootstrap else np.ones((1, n_cells)))
-        out.append({**dict(zip(CURVE_KEYS, keys)), **_curve_saturation(curve, weights, fraction),
+        seeds = np.random.default_rng([seed, 1]) if n_bootstrap else None
+        out.append({**dict(zip(CURVE_KEYS, keys)),
+                    **_curve_saturation(curve, weights, fraction, seeds),
                     "fraction": fraction, "n_bootstrap": n_bootstrap})
     table = pl.DataFrame(out, schema=SATURATION_SCHEMA)
     return table.with_columns(pl.col(name).replace("", None) for name in CURVE_KEYS)

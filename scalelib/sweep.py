@@ -22,6 +22,13 @@ training-set size (on the same nested training subset the runs of that size use,
 the same masks) and stores them as rows whose ``model_family`` is the baseline's; their IDs
 hash the dataset fingerprint, family, training-set size and mask settings, so a resumed sweep
 does not fit them again.
+
+At the whole training set every subsampling strategy holds the same cells, so a run drawn
+``rebalanced`` or ``geosketch`` there computes exactly what the same run drawn at random does.
+Such a run is not trained again when its random twin has finished in the same table: its row is
+the twin's, relabelled with its own run ID, fingerprint and strategy, and its ``checkpoint``
+names the twin's (see :func:`repeated_row`). The runs that can be copied are trained last, so
+their twins come first.
 """
 
 from __future__ import annotations
@@ -162,7 +169,8 @@ def plan_runs(
     subsamples
         Strategies drawing the nested subsets, each an order the dataset holds (None: the
         dataset's own, ``dataset.subsample``); at the whole training set every strategy has
-        the same cells, so those runs repeat one another under each strategy's label.
+        the same cells, so those runs repeat one another under each strategy's label
+        (:func:`run_sweep` trains them once, see :func:`repeated_row`).
     """
     if not sizes:
         raise ScalelibError("no model sizes to run; pass at least one size")
@@ -253,7 +261,8 @@ def run_sweep(
     if baselines and group.is_main:
         run_baselines([b for b in plan_baselines(runs) if b.run_id not in done], results_path,
                       progress=progress)
-    pending = [run for run in runs if run.run_id not in done]
+    pending = sorted((run for run in runs if run.run_id not in done),
+                     key=lambda run: whole_set_twin(run) is not None)  # twins first
     overall = tqdm(total=len(pending), desc="sweep", unit="run", disable=not progress)
     trained = 0
 
@@ -262,7 +271,9 @@ def run_sweep(
         if group.from_main(lambda: rerun or not _recorded_elsewhere(run, out_dir, table)):
             if callbacks.on_run_start:
                 callbacks.on_run_start(trained, len(pending), run)
-            row = _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress, in_memory)
+            row = (group.from_main(lambda: repeated_row(run, results_path))
+                   or _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress,
+                                 in_memory))
             if group.is_main:
                 _write_row_file(row, out_dir / "runs" / run.run_id, table)
                 append_results([row], results_path)
@@ -405,6 +416,53 @@ def rebuild_results(out_dir: str | Path) -> tuple[pl.DataFrame, Path | None]:
             rebuilt = pl.concat([kept, rebuilt], how="vertical")
         write_results(rebuilt, results_path)
     return rebuilt, moved_to
+
+
+def whole_set_twin(run: RunSpec) -> RunSpec | None:
+    """The random-order run that ``run`` repeats, if any.
+
+    Parameters
+    ----------
+    run
+        A planned run.
+
+    Returns
+    -------
+    RunSpec or None
+        The same run drawn at random when ``run`` trains on the whole training set under
+        another strategy (the same cells, seed and settings); None for a random run or a
+        smaller subset.
+    """
+    if run.dataset.subsample == "random":
+        return None
+    if run.n_train not in (None, run.dataset.n_cells("train")):
+        return None
+    return dataclasses.replace(run, dataset=run.dataset.subsampled("random"))
+
+
+def repeated_row(run: RunSpec, results_path: Path) -> dict | None:
+    """The row of ``run`` taken from its finished random twin (:func:`whole_set_twin`).
+
+    Parameters
+    ----------
+    run
+        A planned run.
+    results_path
+        The table the twin's row would be in.
+
+    Returns
+    -------
+    dict or None
+        The twin's row with this run's ``run_id``, ``dataset_fingerprint`` and ``subsample``
+        (metrics, wall time and ``checkpoint`` stay the twin's); None when ``run`` has no twin
+        or the twin has not finished with status ok.
+    """
+    twin = whole_set_twin(run)
+    if twin is None or twin.run_id not in finished_run_ids(results_path):
+        return None
+    row = read_results(results_path).filter(pl.col("run_id") == twin.run_id).row(0, named=True)
+    return {**row, "run_id": run.run_id, "dataset_fingerprint": run.dataset.fingerprint,
+            "subsample": run.dataset.subsample, "finished_at": _now()}
 
 
 def _train_one(run: RunSpec, run_dir: Path, callbacks: SweepCallbacks, progress: bool,

@@ -1,6 +1,7 @@
 """Training subsets that differ in diversity: random, rebalanced and geosketch orders."""
 
 import numpy as np
+import polars as pl
 import pytest
 
 from scalelib.config import TRAIN_PRESETS, Regime, get_ladder
@@ -9,7 +10,7 @@ from scalelib.data.preprocess import build_dataset, simulate_dataset
 from scalelib.data.subsample import checkpoints, rank_column, rebalanced_order
 from scalelib.errors import ScalelibError
 from scalelib.launch import RunRecipe
-from scalelib.sweep import plan_runs
+from scalelib.sweep import plan_runs, run_sweep
 
 STRATEGIES = ["random", "rebalanced", "geosketch"]
 
@@ -95,6 +96,25 @@ def test_a_run_sent_to_another_process_keeps_its_strategy(pbmc):
     assert again.dataset.subsample == "geosketch" and again.run_id == run.run_id
     assert np.array_equal(again.dataset.split_indices("train", 200),
                           run.dataset.split_indices("train", 200))
+
+
+def test_runs_on_the_whole_training_set_are_trained_once_for_all_strategies(pbmc, tmp_path):
+    """At the whole training set the geosketch run repeats the random one: its row is the
+    random run's under its own ID and strategy, and it trains no model of its own."""
+    whole = pbmc.n_cells("train")
+    config = TRAIN_PRESETS["smoke"].with_(max_steps=4, eval_every=2)
+    runs = plan_runs(pbmc, get_ladder("smoke")[:1], config, train_sizes=[200, whole],
+                     subsamples=["geosketch", "random"])
+    table = run_sweep(runs, tmp_path, progress=False, baselines=False)
+    at_whole = table.filter(pl.col("n_train_cells") == whole).sort("subsample")
+    assert at_whole["subsample"].to_list() == ["geosketch", "random"]
+    assert at_whole["run_id"].n_unique() == 2 and at_whole["best_val_mse"].n_unique() == 1
+    assert at_whole["checkpoint"].n_unique() == 1
+    copied = at_whole.row(0, named=True)
+    assert copied["dataset_fingerprint"] == pbmc.subsampled("geosketch").fingerprint
+    assert not (tmp_path / "runs" / copied["run_id"] / "best.pt").exists()
+    assert (tmp_path / "runs" / copied["run_id"] / "row.json").exists()
+    assert table.filter(pl.col("n_train_cells") == 200)["best_val_mse"].n_unique() == 2
 
 
 def test_bad_strategy_or_balance_column_is_refused_before_work(pbmc3k_counts):

@@ -233,7 +233,8 @@ def run_sweep(
     rerun
         Train runs again even when already finished.
     callbacks
-        Progress hooks; ``on_run_start`` and ``on_run_end`` fire for the runs this call trains.
+        Progress hooks; ``on_run_start`` fires for the runs this call trains, ``on_run_end``
+        for those and for the runs it copies from their random twins.
     progress
         Show terminal progress bars.
     in_memory
@@ -269,17 +270,18 @@ def run_sweep(
     def finish(run: RunSpec) -> None:  # under the run's claim
         nonlocal trained
         if group.from_main(lambda: rerun or not _recorded_elsewhere(run, out_dir, table)):
-            if callbacks.on_run_start:
-                callbacks.on_run_start(trained, len(pending), run)
-            row = (group.from_main(lambda: repeated_row(run, results_path))
-                   or _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress,
-                                 in_memory))
+            row = group.from_main(lambda: repeated_row(run, results_path))
+            if row is None:  # not a copy of its random twin: train it
+                if callbacks.on_run_start:
+                    callbacks.on_run_start(trained, len(pending), run)
+                row = _train_one(run, out_dir / "runs" / run.run_id, callbacks, progress,
+                                 in_memory)
+                trained += 1
             if group.is_main:
                 _write_row_file(row, out_dir / "runs" / run.run_id, table)
                 append_results([row], results_path)
             if callbacks.on_run_end:
                 callbacks.on_run_end(run, row)
-            trained += 1
             overall.set_postfix_str(f"{run.label}: {row['status']}")
         overall.update(1)
 

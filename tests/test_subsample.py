@@ -1,9 +1,12 @@
 """Training subsets that differ in diversity: random, rebalanced and geosketch orders."""
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
 
+from scalelib.cli import main
 from scalelib.config import TRAIN_PRESETS, Regime, get_ladder
 from scalelib.data import load_dataset
 from scalelib.data.preprocess import build_dataset, simulate_dataset
@@ -115,6 +118,18 @@ def test_runs_on_the_whole_training_set_are_trained_once_for_all_strategies(pbmc
     assert not (tmp_path / "runs" / copied["run_id"] / "best.pt").exists()
     assert (tmp_path / "runs" / copied["run_id"] / "row.json").exists()
     assert table.filter(pl.col("n_train_cells") == 200)["best_val_mse"].n_unique() == 2
+
+
+def test_cli_sweep_says_what_it_copied_and_what_converged(pbmc, tmp_path, capsys):
+    whole = pbmc.n_cells("train")
+    assert main(["sweep", "--data", pbmc.manifest["path"], "--ladder", "smoke", "--sizes", "T0",
+                 "--train-preset", "smoke", "--steps", "4", "--eval-every", "2",
+                 "--budget", "converge", "--train-sizes", f"200,{whole}",
+                 "--subsample", "random,geosketch", "--no-baselines",
+                 "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained 3 of the 4 planned runs" in printed and "repeat the random run" in printed
+    assert re.search(r"converged: \d of 4 runs", printed)
 
 
 def test_bad_strategy_or_balance_column_is_refused_before_work(pbmc3k_counts):

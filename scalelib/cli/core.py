@@ -295,8 +295,10 @@ def _print_sweep(table: pl.DataFrame, out: Path, n_trained: int, n_planned: int)
     from scalelib.scaling import baseline_rows, matching_baselines
 
     bits = ["best_val_bits"] if table["best_val_bits"].is_not_null().any() else []
+    converge = ["converged"] if (table["budget_mode"] == "converge").any() else []
     print_table(table.select("regime", "subsample", "size", "params", "seed", "n_train_cells", "steps",
-                             "best_val_mse", *bits, "test_mse", "baseline_val_mse", "status"))
+                             *converge, "best_val_mse", *bits, "test_mse", "baseline_val_mse",
+                             "status"))
     baselines = matching_baselines(table, baseline_rows(read_results(out / "results.parquet")))
     if baselines.height:
         print("baselines (fitted on the training cells, scored on the same masks):")
@@ -307,10 +309,24 @@ def _print_sweep(table: pl.DataFrame, out: Path, n_trained: int, n_planned: int)
     if finished.height and not (finished["best_val_mse"] < finished["baseline_val_mse"]).any():
         print("warning: no run beat the per-gene-mean baseline; train longer (--cells, "
               "--steps) or try another --lr")
+    _print_converged(finished)
     print(f"trained {n_trained} of the {n_planned} planned runs here (the others were "
-          "finished already, or by another process on this directory)")
+          "finished already, by another process on this directory, or repeat the random run "
+          "at the whole training set)")
     print(f"results: {out / 'results.parquet'}")
     return 0 if (table["status"] == "ok").all() else 1
+
+
+def _print_converged(finished: pl.DataFrame) -> None:
+    """With ``--budget converge``: how many finished runs converged before the cap."""
+    import polars as pl
+
+    converge = finished.filter(pl.col("budget_mode") == "converge")
+    if converge.height:
+        stopped = converge.filter(~pl.col("converged").fill_null(False))
+        print(f"converged: {converge.height - stopped.height} of {converge.height} runs"
+              + (f"; {stopped.height} stopped at the cap ({', '.join(sorted(set(stopped['size'])))})"
+                 ": raise --cells or --steps for them to converge" if stopped.height else ""))
 
 
 def _rebuild_table(out: Path) -> int:

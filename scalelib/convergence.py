@@ -9,6 +9,7 @@ last half of its evaluations (at least ``min_window`` of them)::
     best     = min(val)                        # best score so far
     improved = (before - best) / |before|      # relative improvement within the window
     converged = n >= min_evaluations and improved < tol
+                and best_mse < mean_predictor_mse * (1 - tol)   # left the mean predictor
 
 In words: "the second half of training bought less than ``tol``". Why half: when the loss falls
 as a power of the steps, L(t) = L_inf + b t^-g, the gain of doubling a run's length,
@@ -18,7 +19,18 @@ passes the rule would gain less than ``tol`` from twice the budget, which is wha
 promises less: its gain is about half that of a doubling, and on pbmc3k runs it called
 converged still moved 2.1-2.7 % at twice the budget. Being relative to the run's own length,
 the rule asks the same of a short and a long run. A fixed-budget run is labelled by the rule at
-its end. In the ``converge`` budget mode the rule is checked after every evaluation while the
+its end.
+
+A second condition guards the start of a run: given the validation MSE of the per-gene mean
+predictor on the same masks, a run whose best MSE is not below it by more than ``tol``
+(relative) has not converged, however flat its curve. Such a run has shown that it has not
+started learning, not that it has stopped: on the calibration mixture every size sits on the
+mean predictor's plateau for its first 10-20k cells and then falls by a third, so the
+doubling argument above, which assumes a curve that is already falling, does not hold there.
+A model that never beats the mean predictor runs to its cap and is labelled not converged
+("compute ran out"), beside a baseline that beats it ("loses to a baseline").
+
+In the ``converge`` budget mode the rule is checked after every evaluation while the
 learning rate is flat; when it holds, the learning rate decays over a cool-down of
 ``cooldown_frac`` times the steps taken so far and the run stops (a warm-up, stable, decay
 schedule), so that the budget in cells seen becomes an outcome of the run. A run that reaches
@@ -49,15 +61,20 @@ class Plateau:
         Relative improvement of the best score over the window (NaN with too few scores).
     window
         Evaluations in the window.
+    left_mean_predictor
+        Whether the best MSE is below the per-gene mean predictor's by more than the tolerance
+        (True when no mean predictor was given).
     """
 
     converged: bool
     improvement: float
     window: int
+    left_mean_predictor: bool = True
 
 
 def plateaued(val_scores: Sequence[float], *, tol: float = CONVERGENCE_TOL,
-              min_evaluations: int = MIN_EVALUATIONS, min_window: int = MIN_WINDOW) -> Plateau:
+              min_evaluations: int = MIN_EVALUATIONS, min_window: int = MIN_WINDOW,
+              best_mse: float | None = None, mean_predictor_mse: float | None = None) -> Plateau:
     """Apply the convergence rule (module docstring) to validation scores in step order.
 
     Parameters
@@ -70,6 +87,11 @@ def plateaued(val_scores: Sequence[float], *, tol: float = CONVERGENCE_TOL,
         Fewer finite scores than this are never converged.
     min_window
         Smallest window, in evaluations.
+    best_mse, mean_predictor_mse
+        The run's best validation MSE and that of the per-gene mean predictor on the same
+        masks; when both are given, a run not below the mean predictor by more than ``tol`` is
+        not converged (module docstring). For a likelihood objective the scores are bits and
+        ``best_mse`` is the MSE of the best-scoring evaluation.
 
     Returns
     -------
@@ -84,4 +106,24 @@ def plateaued(val_scores: Sequence[float], *, tol: float = CONVERGENCE_TOL,
     before = min(scores[: n - window])
     best = min(scores)
     improvement = (before - best) / abs(before) if before != 0 else 0.0  # bits can be negative
-    return Plateau(improvement < tol, improvement, window)
+    left = left_mean_predictor(best_mse, mean_predictor_mse, tol=tol)
+    return Plateau(improvement < tol and left, improvement, window, left)
+
+
+def left_mean_predictor(best_mse: float | None, mean_predictor_mse: float | None, *,
+                        tol: float = CONVERGENCE_TOL) -> bool:
+    """Whether a run's best validation MSE beats the per-gene mean predictor's by more than
+    ``tol`` (relative); True when either is unknown.
+
+    Parameters
+    ----------
+    best_mse
+        The run's best validation MSE.
+    mean_predictor_mse
+        The per-gene mean predictor's validation MSE on the same cells and masks.
+    tol
+        Relative margin.
+    """
+    if best_mse is None or mean_predictor_mse is None or not math.isfinite(mean_predictor_mse):
+        return True
+    return best_mse < mean_predictor_mse * (1.0 - tol)

@@ -272,8 +272,9 @@ class Convergence:
     down anyway, so that it ends at the cap, and is labelled not converged.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, mean_predictor_mse: float | None = None) -> None:
         self.config = config
+        self.mean_predictor_mse = mean_predictor_mse
         self.scores: list[float] = []
         self.cooldown: tuple[int, int] | None = None
         self.plateau: Plateau | None = None
@@ -281,12 +282,13 @@ class Convergence:
         self.latest_start = math.floor(config.total_steps / (1.0 + config.cooldown_frac))
         self.warmup = max(1, round(config.warmup_frac * config.total_steps))
 
-    def record(self, step: int, val_mse: float) -> None:
-        """Add the validation score of 1-based ``step``; maybe start the cool-down."""
-        self.scores.append(val_mse)
+    def record(self, step: int, val_score: float, best_mse: float) -> None:
+        """Add the validation score of 1-based ``step`` (``best_mse``: the best checkpoint's
+        MSE so far); maybe start the cool-down."""
+        self.scores.append(val_score)
         if not self.converge_mode or self.cooldown is not None or step <= self.warmup:
             return  # the rule is checked while the learning rate is flat
-        verdict = plateaued(self.scores, tol=self.config.converge_tol)
+        verdict = self._rule(best_mse)
         if verdict.converged:
             self.plateau = verdict
             self._start_cooldown(step)
@@ -302,14 +304,18 @@ class Convergence:
         at_cap = step == self.config.total_steps
         return at_cap or (self.cooldown is not None and step >= self.cooldown[1])
 
-    def verdict(self) -> Plateau:
+    def verdict(self, best_mse: float) -> Plateau:
         """Converge mode: whether the rule held before the cap (and the improvement then);
-        fixed budget: the rule applied to all the scores."""
+        fixed budget: the rule applied to all the scores (``best_mse``: the best checkpoint's)."""
         if self.converge_mode:
             if self.plateau is not None:
                 return self.plateau
-            return replace(plateaued(self.scores, tol=self.config.converge_tol), converged=False)
-        return plateaued(self.scores, tol=self.config.converge_tol)
+            return replace(self._rule(best_mse), converged=False)
+        return self._rule(best_mse)
+
+    def _rule(self, best_mse: float) -> Plateau:
+        return plateaued(self.scores, tol=self.config.converge_tol, best_mse=best_mse,
+                         mean_predictor_mse=self.mean_predictor_mse)
 
 
 class TrainingBatches:
@@ -603,7 +609,7 @@ def train(
                               group=group)
     converge_mode = config.budget_mode == "converge"  # the convergence rule replaces patience
     best = BestCheckpoint(patience=None if converge_mode else config.patience)
-    convergence = Convergence(config)
+    convergence = Convergence(config, mean_predictor_mse=held_out.baseline_val_mse)
     batch_rng = np.random.default_rng(seed)
     mask_rng = torch.Generator(device="cpu").manual_seed(seed)
     peak_lr = config.peak_lr(size.d_model)
@@ -652,7 +658,7 @@ def train(
             interval_losses = []
             if math.isfinite(val_score) and math.isfinite(val_mse):
                 best.update(scores, step, model)
-                convergence.record(step, val_score)
+                convergence.record(step, val_score, best.val_mse)
             elif best.state is None:
                 raise TrainingDiverged(
                     f"{size.name} seed {seed}: validation score is {val_score} at step {step}, "
@@ -680,6 +686,7 @@ def train(
 
     # Finish: score the best weights on the test set, save them, the curve and per-gene errors.
     model.load_state_dict(best.state)
+    verdict = convergence.verdict(best.val_mse)
     test = score(held_out.test_values, held_out.test_mask, counts=held_out.test_counts)
     curve_table = pl.DataFrame(curve, schema=CURVE_SCHEMA)
     checkpoint = None
@@ -708,8 +715,8 @@ def train(
         baseline_test_mse=held_out.baseline_test_mse,
         final_train_loss=final_train_loss,
         stopped_early=best.should_stop or diverged,
-        converged=convergence.verdict().converged,
-        val_improvement=convergence.verdict().improvement,
+        converged=verdict.converged,
+        val_improvement=verdict.improvement,
         wall_time_s=time.perf_counter() - started,
         device=str(device),
         dtype=dtype,

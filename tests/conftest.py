@@ -1,5 +1,6 @@
-"""Shared fixtures: the real datasets under ../shared/data (skipped when absent) and a local
-SOMA store in the CELLxGENE Census layout built from real counts (the simulator's without them).
+"""Shared fixtures: the real datasets under ../shared/data (skipped when absent), a local
+SOMA store in the CELLxGENE Census layout built from real counts (the simulator's without them),
+and a small dataset on which training converges within a few hundred steps.
 """
 
 import gzip
@@ -9,7 +10,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
+
+from scalelib.data.store import ExpressionDataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CENSUS_BUILD_DATE = "2025-11-08"
@@ -20,6 +24,26 @@ def _shared(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent (real test data live in ../shared/data of the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def one_factor_dataset() -> ExpressionDataset:
+    """2,000 cells whose 8 genes share one latent factor plus noise (split 50/25/25 in row order):
+    a masked gene is predicted from the others within a few hundred steps, after which the
+    loss stays at the noise, far below the per-gene mean predictor's."""
+    rng = np.random.default_rng(0)
+    n_cells, n_genes = 2000, 8
+    X = 1.0 + rng.normal(size=(n_cells, 1)) + 0.3 * rng.normal(size=(n_cells, n_genes))
+    n_train, n_val = n_cells // 2, n_cells // 4
+    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_cells - n_train - n_val)
+    obs = pl.DataFrame({
+        "cell_id": [f"cell{i}" for i in range(n_cells)],
+        "split": split,
+        "train_rank": [*rng.permutation(n_train).tolist(), *[-1] * (n_cells - n_train)],
+    })
+    var = pl.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)],
+                        "gene_name": [f"gene{i}" for i in range(n_genes)]})
+    return ExpressionDataset(X.astype(np.float32), obs, var, {"regime": "test"})
 
 
 @pytest.fixture(scope="session")

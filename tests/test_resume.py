@@ -73,20 +73,22 @@ def test_a_run_killed_mid_way_resumes_at_its_last_evaluation_and_ends_identicall
     assert not list((tmp_path / "whole").glob(f"*{RESUME_NAME}*"))
 
 
-def test_converge_mode_and_patience_resume_their_rule_state(dataset, tmp_path):
+def test_converge_mode_and_patience_resume_their_rule_state(dataset, one_factor_dataset,
+                                                           tmp_path):
     """A kill after the cool-down started (converge mode) and one mid-patience (fixed mode)."""
     converge = CONFIG.with_(max_steps=400, eval_every=5, budget_mode="converge",
                             converge_tol=0.05, lr=1e-2)
-    whole = train(dataset, SIZE, converge, seed=1, out_dir=tmp_path / "a", progress=False)
+    whole = train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "a",
+                  progress=False)
     assert whole.converged and whole.steps < 400
     warm = round(converge.warmup_frac * converge.max_steps)
     cooling = whole.curve.filter((pl.col("step") > warm) & (pl.col("lr") < converge.lr))
     with pytest.raises(Killed):
-        train(dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b", progress=False,
-              on_step=_kill_at(whole.steps - 1))
+        train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b",
+              progress=False, on_step=_kill_at(whole.steps - 1))
     steps = []
-    resumed = train(dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b", progress=False,
-                    on_step=_first_step_taken(steps))
+    resumed = train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b",
+                    progress=False, on_step=_first_step_taken(steps))
     assert steps[0] > cooling["step"][0]  # resumed inside the cool-down
     _same_outcome(resumed, whole)
     patient = CONFIG.with_(max_steps=300, eval_every=5, patience=2, lr=3e-2)

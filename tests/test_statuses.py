@@ -156,6 +156,21 @@ def test_convergence_rule_tells_a_plateau_from_a_falling_curve():
     assert not plateaued(plateau[:3]).converged  # too few evaluations to tell
 
 
+def test_convergence_rule_waits_for_a_run_to_leave_the_mean_predictor():
+    """A delayed drop (the calibration mixture's curves): flat at the mean predictor, then
+    falling. The window rule alone fires on the flat start; with the mean predictor's MSE the
+    rule waits until the run is below it by more than the tolerance, and then for a plateau."""
+    delayed = [6.50, 6.47, 6.49, 6.46, 6.45, 6.0, 5.2, 4.6, 4.4, 4.35] + [4.34] * 10
+    mean_mse = 6.46
+    assert plateaued(delayed[:5]).converged  # the flaw: "converged" before learning
+    waiting = plateaued(delayed[:5], best_mse=min(delayed[:5]), mean_predictor_mse=mean_mse)
+    assert not waiting.converged and not waiting.left_mean_predictor
+    falling = plateaued(delayed[:9], best_mse=min(delayed[:9]), mean_predictor_mse=mean_mse)
+    assert falling.left_mean_predictor and not falling.converged
+    done = plateaued(delayed, best_mse=min(delayed), mean_predictor_mse=mean_mse)
+    assert done.converged and done.left_mean_predictor
+
+
 @pytest.mark.parametrize("exponent", [0.3, 0.5, 1.0, 2.0])
 def test_a_run_the_rule_calls_converged_gains_less_than_the_tolerance_from_twice_the_budget(
         exponent):

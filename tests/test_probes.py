@@ -28,6 +28,7 @@ from scalelib.probes import (
     run_probes,
 )
 from scalelib.results import read_results
+from scalelib.scaling.probe_summary import against_baselines
 from scalelib.scaling.saturation import macro_f1_resampled, saturation_points, saturation_size
 from scalelib.sweep import plan_runs, run_sweep
 
@@ -171,6 +172,7 @@ def test_probe_cli_writes_to_out_and_refuses_a_bad_label(dataset, tmp_path, caps
     assert main(["probe", "--sweep", str(tmp_path / "sweep"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "cross-donor" in printed and "no saturation point" in printed
+    assert "transformers against the baselines" in printed
     assert (out / PROBES_FILE).exists() and not (tmp_path / "sweep" / PROBES_FILE).exists()
 
 
@@ -249,6 +251,26 @@ def _planted_probes() -> pl.DataFrame:
                              "macro_f1": f1_score(truth, predicted, average="macro"),
                              "truth": truth.tolist(), "predicted": predicted.tolist()})
     return pl.DataFrame(rows)
+
+
+def test_best_transformer_stands_beside_the_pca_and_expression_probes():
+    probes = _planted_probes().with_columns(
+        regime=pl.lit("rich"), subsample=pl.when(pl.col("model_family") != "expression")
+        .then(pl.lit("random")))
+    table = against_baselines(probes)
+    assert table.height == 2 and set(table["classifier"]) == {"logreg", "knn"}
+    row = table.filter(pl.col("classifier") == "logreg").row(0, named=True)
+    means = probes.group_by("model_family", "size", "n_train_cells", "classifier").agg(
+        pl.col("macro_f1").mean()).filter(pl.col("classifier") == "logreg")
+    transformers = means.filter(pl.col("model_family") == "transformer")
+    best = transformers["macro_f1"].max()
+    assert row["transformer_f1"] == best
+    assert (row["size"], row["n_train_cells"]) in transformers.filter(
+        pl.col("macro_f1") == best).select("size", "n_train_cells").rows()
+    pca = means.filter(pl.col("model_family") == "pca")["macro_f1"].max()
+    assert row["pca_f1"] == pca and row["minus_pca"] == pytest.approx(best - pca)
+    assert row["expression_f1"] == means.filter(
+        pl.col("model_family") == "expression")["macro_f1"].item()
 
 
 def test_probe_charts_against_d_and_p_draw_baselines_and_saturation():

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scalelib.cli.core import name_list
 from scalelib.errors import ScalelibError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 SCORE_COLUMNS = ("regime", "subsample", "model_family", "size", "params", "n_train_cells", "seed",
                  "classifier", "macro_f1", "accuracy")
@@ -71,6 +75,7 @@ def run_probe(args: argparse.Namespace) -> int:
     """Probe the sweep, print the scores and the saturation points."""
     from scalelib.probes import PROBES_FILE, ProbeSettings, run_probes
     from scalelib.results import print_table
+    from scalelib.scaling.probe_summary import against_baselines
     from scalelib.scaling.saturation import saturation_points
 
     _check_args(args)
@@ -92,7 +97,8 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"label": args.label, "split": splits, "probes": str(path),
                           "scores": scores.to_dicts(),
-                          "saturation": saturation.drop("dataset_fingerprint").to_dicts()},
+                          "saturation": saturation.drop("dataset_fingerprint").to_dicts(),
+                          "against_baselines": against_baselines(probes).to_dicts()},
                          indent=2, default=str))
         return 0
     print(f"label {args.label!r}, macro F1 on test cells; " + "; ".join(splits))
@@ -109,6 +115,17 @@ def run_probe(args: argparse.Namespace) -> int:
     else:
         print("no saturation point: every run of a size was trained on one D "
               "(a data-size sweep, `scalelib sweep --train-sizes ...`, gives one)")
+    _print_against_baselines(against_baselines(probes))
     print(f"probes: {path} ({probes.height} rows keyed by run_id, label and classifier; "
           "join to results.parquet on run_id)")
     return 0
+
+
+def _print_against_baselines(table: pl.DataFrame) -> None:
+    """The best transformer per strategy and classifier beside the PCA and expression probes."""
+    from scalelib.results import print_table
+
+    if table.height:
+        print("transformers against the baselines (best seed-mean macro F1 of each; minus_pca "
+              "< 0: the PCA probe is ahead):")
+        print_table(table)

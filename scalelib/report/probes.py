@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from scalelib.probes import PROBES_FILE, read_probes
+from scalelib.scaling.probe_summary import best_scores
 from scalelib.scaling.saturation import SATURATION_FRACTION, saturation_points
 
 SATURATION_BOOTSTRAP, SATURATION_SEED = 200, 0
@@ -28,18 +29,6 @@ def probes_of(results_dir: str | Path) -> pl.DataFrame:
         A sweep or demo directory, or a prepared report folder.
     """
     return read_probes(Path(results_dir) / PROBES_FILE)
-
-
-def _best(probes: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per regime, subsampling strategy, model family and classifier: the best seed-mean
-    macro F1 and where."""
-    means = (probes.group_by("regime", "subsample", "model_family", "classifier", "size",
-                             "params", "n_train_cells")
-             .agg(pl.col("macro_f1").mean(), pl.len().alias("n_runs")))
-    best = means.sort("macro_f1", descending=True).group_by(
-        "regime", "subsample", "model_family", "classifier", maintain_order=True).first()
-    return best.sort("regime", "classifier", "subsample", "model_family",
-                     nulls_last=True).to_dicts()
 
 
 def probe_numbers(probes: pl.DataFrame) -> dict[str, Any] | None:
@@ -62,7 +51,7 @@ def probe_numbers(probes: pl.DataFrame) -> dict[str, Any] | None:
         "n_runs": probes.filter(pl.col("model_family") == "transformer")["run_id"].n_unique(),
         "train_sizes": sorted(probes["n_train_cells"].drop_nulls().unique().to_list()),
         "subsamples": sorted(probes["subsample"].drop_nulls().unique().to_list()),
-        "best": _best(probes),
+        "best": best_scores(probes).to_dicts(),
         "saturation": saturation.drop("dataset_fingerprint").to_dicts(),
         "fraction": SATURATION_FRACTION,
         "n_bootstrap": SATURATION_BOOTSTRAP,

@@ -60,7 +60,8 @@ from scalelib.scaling import (
     transformer_rows,
     write_fits,
 )
-from scalelib.sweep import check_sweep_dir, plan_runs, run_sweep
+from scalelib.sweep import check_sweep_dir, plan_runs
+from scalelib.workers import run_with_workers
 
 FLOOR_Z = 1.96  # the floor's error bar: this many Monte Carlo standard errors
 HEAD_OBJECTIVE = "gaussian"  # the likelihood head trained beside the MSE ladder
@@ -200,6 +201,7 @@ def run_calibration(
     labels: str = "cell_type",
     seed: int = 0,
     progress: bool = True,
+    workers: int = 1,
 ) -> Calibration:
     """Simulate (or reuse) the mixture dataset, train the preset's ladder to convergence, fit.
 
@@ -220,6 +222,8 @@ def run_calibration(
         Seed of the mixture, the dataset and the runs.
     progress
         Show progress bars.
+    workers
+        Processes training runs at once on this machine (see :mod:`scalelib.workers`).
     """
     started = time.perf_counter()
     chosen = _preset(preset)
@@ -235,7 +239,7 @@ def run_calibration(
     sizes = select_sizes(get_ladder(chosen.ladder), list(chosen.sizes))
     runs = [*plan_runs(dataset, sizes, config, seeds=[seed]),
             *plan_runs(dataset, sizes, config.with_(objective=HEAD_OBJECTIVE), seeds=[seed])]
-    results = run_sweep(runs, out_dir, progress=progress)
+    results = run_with_workers(runs, out_dir, workers, progress=progress)
     if _finished(results, "mse").height == 0:
         raise ScalelibError(f"no MSE run finished; see the failures in "
                             f"{out_dir / 'results.parquet'}")

@@ -250,7 +250,8 @@ def _tiny_preset():
 
 @pytest.fixture(scope="module")
 def tiny_calibration(tmp_path_factory):
-    """``scalelib calibrate --json`` with a seconds-long preset: its output and directory."""
+    """``scalelib calibrate --json --workers 2`` with a seconds-long preset: its output and
+    directory (the second process trains runs beside this one)."""
     import contextlib
     import io
     import json
@@ -263,7 +264,7 @@ def tiny_calibration(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(floor_dataset, "SIMULATED_FIT_CELLS", 1500)
         patch.setitem(CALIBRATION_PRESETS, "smoke", _tiny_preset())
-        code = main([*CALIBRATE_ARGV, "--json", "--out", str(out)])
+        code = main([*CALIBRATE_ARGV, "--json", "--workers", "2", "--out", str(out)])
     return code, json.loads(printed.getvalue()), out
 
 

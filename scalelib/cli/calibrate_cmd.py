@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from scalelib.cli.core import add_workers_option
 from scalelib.config import CALIBRATION_PRESETS
 from scalelib.errors import ScalelibError
 
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="output directory (default data/calibrate/<preset>, with -fitted "
                              "when --fit-to is given)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_workers_option(parser)
     parser.set_defaults(handler=_calibrate)
 
 
@@ -62,7 +64,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = args.out or Path("data/calibrate") / (args.preset + ("-fitted" if args.fit_to else ""))
     calibration = run_calibration(out, preset=args.preset, fit_to=args.fit_to,
                                   n_types=args.types, rank=args.rank, labels=args.fit_labels,
-                                  seed=args.seed, progress=not args.json)
+                                  seed=args.seed, progress=not args.json,
+                                  workers=args.workers)
     if args.json:
         print(json.dumps(calibration.to_dict(), indent=1, allow_nan=False))
     else:

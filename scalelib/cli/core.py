@@ -185,13 +185,14 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-baselines", action="store_true",
                         help="do not fit the mean, PCA, ridge and kNN baselines (by default "
                         "they are stored once per dataset and training-set size)")
-    _add_workers_option(parser)
+    add_workers_option(parser)
     _add_launch_options(parser)
     add_training_options(parser)
     parser.set_defaults(handler=_sweep)
 
 
-def _add_workers_option(parser: argparse.ArgumentParser, default: int = 1) -> None:
+def add_workers_option(parser: argparse.ArgumentParser, default: int = 1) -> None:
+    """Add ``--workers`` (processes training runs at once on this machine) to ``parser``."""
     parser.add_argument("--workers", type=int, default=default,
                         help="processes training runs at once on this machine, each with its "
                         f"share of the CPU threads (default {default}; small models train "
@@ -352,7 +353,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (0)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
-    _add_workers_option(parser)
+    add_workers_option(parser)
     parser.set_defaults(handler=_demo)
 
 

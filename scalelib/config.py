@@ -412,8 +412,9 @@ class CalibrationPreset:
     n_bootstrap: int
 
 
-# `smoke` took 9.2 min (362 CPU-s, ten runs) on two cores shared with other jobs (README,
-# calibrate); `demo` trains the whole demo ladder on a mixture the size of the demo's rich regime.
+# `smoke` took 3.4 min (106 CPU-s at one thread, ten runs) on two shared cores; its runs stop at
+# the cap, unconverged (README, calibrate); `demo` trains the whole demo ladder on a mixture the
+# size of the demo's rich regime.
 CALIBRATION_PRESETS: dict[str, CalibrationPreset] = {
     "smoke": CalibrationPreset(
         "smoke", n_genes=32, n_cells=40_000, ladder="demo",

@@ -10,8 +10,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import polars as pl
 import pytest
+from synthetic import row_order_dataset
 
 from scalelib.data.store import ExpressionDataset
 
@@ -34,16 +34,7 @@ def one_factor_dataset() -> ExpressionDataset:
     rng = np.random.default_rng(0)
     n_cells, n_genes = 2000, 8
     X = 1.0 + rng.normal(size=(n_cells, 1)) + 0.3 * rng.normal(size=(n_cells, n_genes))
-    n_train, n_val = n_cells // 2, n_cells // 4
-    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_cells - n_train - n_val)
-    obs = pl.DataFrame({
-        "cell_id": [f"cell{i}" for i in range(n_cells)],
-        "split": split,
-        "train_rank": [*rng.permutation(n_train).tolist(), *[-1] * (n_cells - n_train)],
-    })
-    var = pl.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)],
-                        "gene_name": [f"gene{i}" for i in range(n_genes)]})
-    return ExpressionDataset(X.astype(np.float32), obs, var, {"regime": "test"})
+    return row_order_dataset(X, n_cells // 2, n_cells // 4, rng)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from synthetic import row_order_dataset
 
 from scalelib.config import DEMO_REGIMES, ModelSize, Regime, TrainConfig
 from scalelib.convergence import plateaued
@@ -32,33 +33,15 @@ def structured_dataset(n_cells=300, n_genes=16, seed=0) -> ExpressionDataset:
     factors = rng.normal(size=(n_cells, 2))
     loadings = rng.normal(size=(2, n_genes))
     X = np.log1p(np.exp(0.8 * factors @ loadings) + rng.gamma(2.0, 0.5, size=(n_cells, n_genes)))
-    n_train, n_val = int(0.8 * n_cells), int(0.1 * n_cells)
-    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_cells - n_train - n_val)
-    obs = pl.DataFrame({
-        "cell_id": [f"cell{i}" for i in range(n_cells)],
-        "split": split,
-        "train_rank": [*rng.permutation(n_train).tolist(), *[-1] * (n_cells - n_train)],
-    })
-    var = pl.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)],
-                        "gene_name": [f"gene{i}" for i in range(n_genes)]})
-    return ExpressionDataset(X.astype(np.float32), obs, var, {"regime": "test"})
+    return row_order_dataset(X, int(0.8 * n_cells), int(0.1 * n_cells), rng)
 
 
 def noise_dataset(n_cells=2000, n_genes=8, seed=0) -> ExpressionDataset:
     """Independent log-gamma values: nothing to learn beyond the gene means. Split 50/25/25 in
     row order."""
     rng = np.random.default_rng(seed)
-    X = np.log1p(rng.gamma(2.0, 1.0, size=(n_cells, n_genes))).astype(np.float32)
-    n_train, n_val = n_cells // 2, n_cells // 4
-    split = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_cells - n_train - n_val)
-    obs = pl.DataFrame({
-        "cell_id": [f"cell{i}" for i in range(n_cells)],
-        "split": split,
-        "train_rank": [*rng.permutation(n_train).tolist(), *[-1] * (n_cells - n_train)],
-    })
-    var = pl.DataFrame({"gene_id": [f"G{i}" for i in range(n_genes)],
-                        "gene_name": [f"gene{i}" for i in range(n_genes)]})
-    return ExpressionDataset(X, obs, var, {"regime": "test"})
+    X = np.log1p(rng.gamma(2.0, 1.0, size=(n_cells, n_genes)))
+    return row_order_dataset(X, n_cells // 2, n_cells // 4, rng)
 
 
 def test_per_gene_sums_count_only_masked_positions_and_pool_to_the_split_mse():

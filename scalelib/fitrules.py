@@ -180,8 +180,8 @@ def mixed_budgets(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str |
     if mixed is None:
         return None
     return (f"{mixed} and a fit takes one: fit them apart (scalelib fit --group-by "
-            f"{' '.join([*by, 'budget_steps'])}) or keep each budget in its own sweep "
-            "directory (--out)")
+            f"{' '.join([*by, 'budget_steps'])}), leave out small sizes trained on another "
+            "budget (--min-x), or keep each budget in its own sweep directory (--out)")
 
 
 def budget_mix(rows: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:

@@ -227,7 +227,7 @@ def test_cli_fit_of_mixed_budgets_exits_2_naming_the_grouping(tmp_path, capsys):
     assert main(["fit", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "the table holds runs of 2 training budgets" in error
-    assert "--group-by budget_steps)" in error
+    assert "--group-by budget_steps)," in error and "(--min-x)" in error
     assert main(["fit", str(path), "--group-by", "budget_steps"]) == 0
 
 

@@ -19,6 +19,8 @@ generator, so ``torch.manual_seed`` makes a run reproducible.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -111,12 +113,45 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return _Dropout.apply(x, p)
 
 
+def _for_each_tile(count: int, work: Callable[[int], None]) -> None:
+    """Call ``work(index)`` for every tile index, spread over torch's CPU threads.
+
+    Each thread takes the next tile as it finishes one and runs it single-threaded, so a tile
+    never waits on another thread mid-way: on a shared machine a descheduled thread delays only
+    its own tile (with intra-op threading every small op of every tile waited on both).
+    """
+    threads = min(torch.get_num_threads(), count)
+    if threads == 1:
+        for index in range(count):
+            work(index)
+        return
+
+    def no_grad_work(index: int) -> None:
+        with torch.no_grad():
+            work(index)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(no_grad_work, range(count)):
+                pass
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probabilities(q_scaled: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Softmax attention weights of a tile, in at least float32."""
+    scores = torch.bmm(q_scaled, k.transpose(1, 2))
+    return torch.softmax(scores, -1, dtype=_score_dtype(q_scaled.dtype))
+
+
 class _TiledDropoutAttention(torch.autograd.Function):
     """Softmax attention with dropout on the weights, over tiles of (cell, head) pairs.
 
     Inputs are ``(pairs, tokens, head_dim)``. The backward pass recomputes each tile's
-    probabilities and regenerates its mask; with ``D = rowsum(dO * O)`` the score gradient is
-    ``P * (dropout(dO V^T) - D)``.
+    probabilities and regenerates its mask; with ``D = rowsum(dO * O)`` and ``s`` the inverse
+    keep probability, the score gradient is ``s P * (keep * (dO V^T) - D / s)``.
     """
 
     @staticmethod
@@ -125,12 +160,14 @@ class _TiledDropoutAttention(torch.autograd.Function):
         q_scaled = q * q.shape[-1] ** -0.5
         seed, step = _draw_seed(), max(1, TILE_WEIGHTS // (tokens * tokens))
         out = torch.empty_like(v)
-        for index, start in enumerate(range(0, pairs, step)):
-            tile = slice(start, start + step)
-            weights = torch.softmax(torch.bmm(q_scaled[tile], k[tile].transpose(1, 2)), -1,
-                                    dtype=_score_dtype(q.dtype))
+
+        def tile(index: int) -> None:
+            rows = slice(index * step, (index + 1) * step)
+            weights = _probabilities(q_scaled[rows], k[rows])
             weights.mul_(keep_mask(seed, index, weights.shape, p, weights.dtype))
-            torch.bmm(weights.to(v.dtype), v[tile], out=out[tile])
+            torch.bmm(weights.to(v.dtype), v[rows], out=out[rows])
+
+        _for_each_tile(-(-pairs // step), tile)
         scale = 1.0 / keep_probability(p)
         out.mul_(scale)
         ctx.save_for_backward(q_scaled, k, v, out)
@@ -142,21 +179,24 @@ class _TiledDropoutAttention(torch.autograd.Function):
         q_scaled, k, v, out = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         row_dot = (grad_out * out).sum(-1, keepdim=True, dtype=_score_dtype(out.dtype))
+        row_dot.mul_(1.0 / ctx.scale)
         grad_q, grad_k, grad_v = torch.empty_like(q_scaled), torch.empty_like(k), torch.empty_like(v)
-        for index, start in enumerate(range(0, len(q_scaled), ctx.step)):
-            tile = slice(start, start + ctx.step)
-            probs = torch.softmax(torch.bmm(q_scaled[tile], k[tile].transpose(1, 2)), -1,
-                                    dtype=_score_dtype(v.dtype))
-            keep = keep_mask(ctx.seed, index, probs.shape, ctx.p, probs.dtype)
-            kept = (probs * keep).to(v.dtype)
-            torch.bmm(kept.transpose(1, 2), grad_out[tile], out=grad_v[tile])
-            grad_scores = torch.bmm(grad_out[tile], v[tile].transpose(1, 2)).to(probs.dtype)
-            grad_scores.mul_(keep).mul_(ctx.scale).sub_(row_dot[tile]).mul_(probs)
+
+        def tile(index: int) -> None:
+            rows = slice(index * ctx.step, (index + 1) * ctx.step)
+            probs = _probabilities(q_scaled[rows], k[rows])
+            kept = probs * keep_mask(ctx.seed, index, probs.shape, ctx.p, probs.dtype)
+            torch.bmm(kept.to(v.dtype).transpose(1, 2), grad_out[rows], out=grad_v[rows])
+            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2)).to(probs.dtype)
+            grad_scores.mul_(kept).addcmul_(probs, row_dot[rows], value=-1.0)
             grad_scores = grad_scores.to(q_scaled.dtype)
-            torch.bmm(grad_scores, k[tile], out=grad_q[tile])
-            torch.bmm(grad_scores.transpose(1, 2), q_scaled[tile], out=grad_k[tile])
+            torch.bmm(grad_scores, k[rows], out=grad_q[rows])
+            torch.bmm(grad_scores.transpose(1, 2), q_scaled[rows], out=grad_k[rows])
+
+        _for_each_tile(-(-len(q_scaled) // ctx.step), tile)
         grad_v.mul_(ctx.scale)
-        grad_q.mul_(q_scaled.shape[-1] ** -0.5)
+        grad_q.mul_(ctx.scale * q_scaled.shape[-1] ** -0.5)
+        grad_k.mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None
 
 

@@ -141,15 +141,14 @@ def _for_each_tile(count: int, work: Callable[[int], None]) -> None:
 
 
 def _probabilities(q_scaled: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Softmax attention weights of a tile, in at least float32."""
-    scores = torch.bmm(q_scaled, k.transpose(1, 2))
-    return torch.softmax(scores, -1, dtype=_score_dtype(q_scaled.dtype))
+    """Softmax attention weights of a tile."""
+    return torch.softmax(torch.bmm(q_scaled, k.transpose(1, 2)), -1)
 
 
 class _TiledDropoutAttention(torch.autograd.Function):
     """Softmax attention with dropout on the weights, over tiles of (cell, head) pairs.
 
-    Inputs are ``(pairs, tokens, head_dim)``. The backward pass recomputes each tile's
+    Inputs are ``(pairs, tokens, head_dim)``, float32 or float64. The backward pass recomputes each tile's
     probabilities and regenerates its mask; with ``D = rowsum(dO * O)`` and ``s`` the inverse
     keep probability, the score gradient is ``s P * (keep * (dO V^T) - D / s)``.
     """
@@ -165,7 +164,7 @@ class _TiledDropoutAttention(torch.autograd.Function):
             rows = slice(index * step, (index + 1) * step)
             weights = _probabilities(q_scaled[rows], k[rows])
             weights.mul_(keep_mask(seed, index, weights.shape, p, weights.dtype))
-            torch.bmm(weights.to(v.dtype), v[rows], out=out[rows])
+            torch.bmm(weights, v[rows], out=out[rows])
 
         _for_each_tile(-(-pairs // step), tile)
         scale = 1.0 / keep_probability(p)
@@ -178,7 +177,7 @@ class _TiledDropoutAttention(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         q_scaled, k, v, out = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        row_dot = (grad_out * out).sum(-1, keepdim=True, dtype=_score_dtype(out.dtype))
+        row_dot = (grad_out * out).sum(-1, keepdim=True)
         row_dot.mul_(1.0 / ctx.scale)
         grad_q, grad_k, grad_v = torch.empty_like(q_scaled), torch.empty_like(k), torch.empty_like(v)
 
@@ -186,10 +185,9 @@ class _TiledDropoutAttention(torch.autograd.Function):
             rows = slice(index * ctx.step, (index + 1) * ctx.step)
             probs = _probabilities(q_scaled[rows], k[rows])
             kept = probs * keep_mask(ctx.seed, index, probs.shape, ctx.p, probs.dtype)
-            torch.bmm(kept.to(v.dtype).transpose(1, 2), grad_out[rows], out=grad_v[rows])
-            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2)).to(probs.dtype)
+            torch.bmm(kept.transpose(1, 2), grad_out[rows], out=grad_v[rows])
+            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2))
             grad_scores.mul_(kept).addcmul_(probs, row_dot[rows], value=-1.0)
-            grad_scores = grad_scores.to(q_scaled.dtype)
             torch.bmm(grad_scores, k[rows], out=grad_q[rows])
             torch.bmm(grad_scores.transpose(1, 2), q_scaled[rows], out=grad_k[rows])
 
@@ -225,9 +223,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float,
     if p == 0.0 or q.device.type != "cpu":
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p)
     batch, heads, tokens, head_dim = q.shape
-    flat = [t.reshape(batch * heads, tokens, head_dim) for t in (q, k, v)]
-    if torch.is_autocast_enabled("cpu"):
-        flat = [t.to(torch.get_autocast_dtype("cpu")) for t in flat]
+    # Tiles run in at least float32 even under bf16 autocast: at a head width of 16 a bf16
+    # product of queries and keys is no faster, and rounding the weights to bf16 for the
+    # product with the values costs a pass over them that the faster product does not repay.
+    flat = [t.reshape(batch * heads, tokens, head_dim).to(_score_dtype(t.dtype)) for t in (q, k, v)]
     with torch.autocast("cpu", enabled=False):
         attended = _TiledDropoutAttention.apply(*flat, p)
-    return attended.view(batch, heads, tokens, head_dim)
+    return attended.view(batch, heads, tokens, head_dim).to(q.dtype)

@@ -113,3 +113,43 @@ def test_block_with_dropout_matches_torch_encoder_layer_in_distribution():
     spread_ratio = ours.std(0) / theirs.std(0)
     assert 0.85 < spread_ratio.median() < 1.15
     assert not torch.allclose(ours[0], ours[1])  # dropout is on
+
+
+@pytest.fixture
+def two_threads():
+    """Torch on two CPU threads, so tiles are spread over threads; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiles_spread_over_threads_compute_what_one_thread_computes(small_tiles, two_threads):
+    q, k, v = _qkv()
+    torch.manual_seed(3)
+    spread = _tiled(q, k, v, 0.3)
+    spread_gradients = _gradients(spread, (q, k, v))
+    torch.set_num_threads(1)
+    torch.manual_seed(3)
+    single = _tiled(q, k, v, 0.3)
+    assert torch.equal(spread, single)
+    for ours, theirs in zip(spread_gradients, _gradients(single, (q, k, v))):
+        assert torch.equal(ours, theirs)
+
+
+def test_tiled_attention_with_dropout_passes_gradcheck(small_tiles, two_threads, monkeypatch):
+    """Finite differences agree with the backward pass, masks held fixed by a fixed seed."""
+    monkeypatch.setattr(cpu_dropout, "_draw_seed", lambda: 11)
+    q, k, v = _qkv(batch=2, heads=2, head_dim=4)
+    assert torch.autograd.gradcheck(lambda *qkv: _tiled(*qkv, 0.3), (q, k, v))
+
+
+def test_attention_under_bf16_autocast_runs_its_tiles_in_float32():
+    q, k, v = (t.detach().to(torch.bfloat16) for t in _qkv(batch=2, heads=2))
+    torch.manual_seed(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = attention(q, k, v, 0.2, training=True)
+    torch.manual_seed(4)
+    exact = attention(q.float(), k.float(), v.float(), 0.2, training=True)
+    assert mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed, exact.to(torch.bfloat16), rtol=0, atol=0)

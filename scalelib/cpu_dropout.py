@@ -130,9 +130,16 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def _for_each_tile(count: int, work: Callable[[int], None]) -> None:
     """Call ``work(index)`` for every tile index, spread over torch's CPU threads.
 
-    Each thread takes the next tile as it finishes one and runs it single-threaded, so a tile
-    never waits on another thread mid-way: on a shared machine a descheduled thread delays only
-    its own tile (with intra-op threading every small op of every tile waited on both).
+    Each thread takes the next tile as it finishes one and runs it single-threaded (torch's
+    intra-op threads are set to one meanwhile and restored after), so a descheduled thread
+    delays only its own tile.
+
+    Parameters
+    ----------
+    count
+        Number of tiles.
+    work
+        Computes one tile and writes its results into preallocated outputs.
     """
     threads = min(torch.get_num_threads(), count)
     if threads == 1:
@@ -162,9 +169,9 @@ def _probabilities(q_scaled: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 class _TiledDropoutAttention(torch.autograd.Function):
     """Softmax attention with dropout on the weights, over tiles of (cell, head) pairs.
 
-    Inputs are ``(pairs, tokens, head_dim)``, float32 or float64. The backward pass recomputes each tile's
-    probabilities and regenerates its mask; with ``D = rowsum(dO * O)`` and ``s`` the inverse
-    keep probability, the score gradient is ``s P * (keep * (dO V^T) - D / s)``.
+    Inputs are ``(pairs, tokens, head_dim)``, float32 or float64. The backward pass recomputes
+    each tile's probabilities and regenerates its mask; with ``D = rowsum(dO * O)`` and ``s``
+    the inverse keep probability, the score gradient is ``s P * (keep * (dO V^T) - D / s)``.
     """
 
     @staticmethod

@@ -135,6 +135,20 @@ def test_a_joint_fit_without_a_floor_is_flagged_even_above_the_bound():
     assert math.exp(-LOG_FLOOR) < fit.E / no_floor.min() < NO_FLOOR_SHARE  # above its bound
 
 
+def test_cli_gives_e_of_a_fit_without_a_floor_no_interval(tmp_path, capsys):
+    """Resamples start from the full fit, where E ~0 cannot move: an interval would look exact."""
+    points = planted()
+    no_floor = (TRUTH["A"] * points["params"] ** -TRUTH["alpha"]
+                + TRUTH["B"] * points["n_train_cells"] ** -TRUTH["beta"])
+    points.with_columns(best_val_mse=no_floor).write_parquet(tmp_path / "r.parquet")
+    status, out, err = run(capsys, "fit", tmp_path / "r.parquet", "--data", "n_train_cells",
+                           "--bootstrap", "10")
+    assert status == 0, err
+    e_line = next(line for line in out.splitlines() if line.strip().startswith("E "))
+    assert "no interval (E ~0" in e_line and "CI" not in e_line
+    assert "no_floor" in out and re.search(r"alpha .*95% CI \[", out)
+
+
 def test_joint_fits_check_convergence_and_baselines_like_the_power_law_fits():
     points = planted().with_columns(converged=pl.col("params") < 1e5, model_family=pl.lit(
         "transformer"), dataset_fingerprint=pl.lit("f"))

@@ -246,11 +246,7 @@ def _summary(fits: list[JointFit], reports: list[dict], args: argparse.Namespace
         lines.append(f"    runs    {fit.n_runs} at {fit.n_n} distinct {args.x} x {fit.n_d} "
                      f"distinct D")
         for name in ("E", "A", "B", "alpha", "beta", "r2_log"):
-            text = f"    {name:<7} {getattr(fit, name):.4g}"
-            if fit.ci and name in fit.ci:
-                low, high = fit.ci[name]
-                text += f"   {fit.ci_level:.0%} CI [{low:.4g}, {high:.4g}]"
-            lines.append(text)
+            lines.append(f"    {name:<7} {getattr(fit, name):.4g}" + _ci_text(fit, name))
         if fit.n_bootstrap:
             lines.append(f"    bootstrap {fit.n_bootstrap} resamples, seed {fit.bootstrap_seed}, "
                          f"{fit.bootstrap_failures} skipped")
@@ -260,6 +256,18 @@ def _summary(fits: list[JointFit], reports: list[dict], args: argparse.Namespace
             lines.append(f"    details {fit.message}")
         lines.extend(_allocation_lines(report, args))
     return "\n".join(lines)
+
+
+def _ci_text(fit: JointFit, name: str) -> str:
+    """A parameter's bootstrap interval for the summary ('' without one). E of a fit without
+    a floor gets none: each resample starts from the full fit, where E ~0 has no gradient, so
+    every resample returns the same E and the interval would look exact."""
+    if not fit.ci or name not in fit.ci:
+        return ""
+    if name == "E" and "no_floor" in fit.flags:
+        return "   no interval (E ~0 has no gradient: resamples started from this fit keep it)"
+    low, high = fit.ci[name]
+    return f"   {fit.ci_level:.0%} CI [{low:.4g}, {high:.4g}]"
 
 
 def _allocation_lines(report: dict, args: argparse.Namespace) -> list[str]:

@@ -245,12 +245,16 @@ class ProbeTarget:
 
     @property
     def label_text(self) -> str:
-        """A short description for progress output."""
+        """A short description for progress output (with the subsampling strategy unless
+        random, as sweep labels have it)."""
         if self.model_family == EXPRESSION:
             return f"{EXPRESSION} (all {self.columns['regime']} genes)"
+        drawn = self.columns.get("subsample")
+        drawn = f" {drawn}" if drawn not in (None, "random") else ""
         if self.model_family == PCA:
-            return f"{PCA} D={self.columns['n_train_cells']}"
-        return f"{self.columns['size']} seed {self.columns['seed']} D={self.columns['n_train_cells']}"
+            return f"{PCA} D={self.columns['n_train_cells']}{drawn}"
+        return (f"{self.columns['size']} seed {self.columns['seed']} "
+                f"D={self.columns['n_train_cells']}{drawn}")
 
 
 def _baseline_id(fingerprint: str, family: str, n_train: int | None) -> str:

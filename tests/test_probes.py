@@ -21,6 +21,7 @@ from scalelib.plots import probe_chart, probe_charts
 from scalelib.probes import (
     PROBES_FILE,
     ProbeSettings,
+    ProbeTarget,
     classify,
     labelled_cells,
     pca_features,
@@ -174,6 +175,12 @@ def test_probe_cli_writes_to_out_and_refuses_a_bad_label(dataset, tmp_path, caps
     assert "cross-donor" in printed and "no saturation point" in printed
     assert "transformers against the baselines" in printed
     assert (out / PROBES_FILE).exists() and not (tmp_path / "sweep" / PROBES_FILE).exists()
+
+
+def test_probe_progress_names_the_subsampling_strategy():
+    columns = {"size": "D1", "seed": 0, "n_train_cells": 888, "subsample": "geosketch"}
+    assert ProbeTarget("a", "transformer", "k", columns).label_text == "D1 seed 0 D=888 geosketch"
+    assert ProbeTarget("b", "pca", "k", {**columns, "subsample": "random"}).label_text == "pca D=888"
 
 
 def test_resampled_macro_f1_equals_sklearn_without_resampling():

@@ -149,6 +149,14 @@ def test_cli_gives_e_of_a_fit_without_a_floor_no_interval(tmp_path, capsys):
     assert "no_floor" in out and re.search(r"alpha .*95% CI \[", out)
 
 
+def test_an_exponent_at_its_bound_is_named():
+    points = planted()
+    flat_in_d = TRUTH["E"] + TRUTH["A"] * points["params"] ** -TRUTH["alpha"]
+    fit = fit_joint(points["params"], points["n_train_cells"], flat_in_d)
+    assert "alpha_at_bound" in fit.flags  # one flag for either exponent; the message says which
+    assert re.search(r"\bbeta = [05] is at a bound of \(0\.0, 5\.0\)", fit.message)
+
+
 def test_joint_fits_check_convergence_and_baselines_like_the_power_law_fits():
     points = planted().with_columns(converged=pl.col("params") < 1e5, model_family=pl.lit(
         "transformer"), dataset_fingerprint=pl.lit("f"))

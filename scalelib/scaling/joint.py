@@ -321,8 +321,13 @@ def _fit_points(ns: np.ndarray, ds: np.ndarray, ys: np.ndarray, starts: list[np.
     issues = []
     if not optimum.converged:
         issues.append(("not_converged", f"L-BFGS-B did not converge: {optimum.message}"))
-    if any(min(abs(v - b) for b in ALPHA_BOUNDS) < 1e-6 for v in (theta.alpha, theta.beta)):
-        issues.append(("alpha_at_bound", f"an exponent is at a bound {ALPHA_BOUNDS}"))
+    at_bound = [f"{name} = {value:g}" for name, value in (("alpha", theta.alpha),
+                                                          ("beta", theta.beta))
+                if min(abs(value - b) for b in ALPHA_BOUNDS) < 1e-6]
+    if at_bound:  # one flag for either exponent; the message names which
+        verb = "is" if len(at_bound) == 1 else "are"
+        issues.append(("alpha_at_bound",
+                       f"{' and '.join(at_bound)} {verb} at a bound of {ALPHA_BOUNDS}"))
     if math.exp(theta.log_e) < NO_FLOOR_SHARE * ys.min():
         reason = (f"E = {math.exp(theta.log_e):.3g} is ~0 (below {NO_FLOOR_SHARE:g} of the "
                   "lowest loss): the points show no floor")

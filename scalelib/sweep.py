@@ -460,9 +460,13 @@ def repeated_row(run: RunSpec, results_path: Path) -> dict | None:
         or the twin has not finished with status ok.
     """
     twin = whole_set_twin(run)
-    if twin is None or twin.run_id not in finished_run_ids(results_path):
+    if twin is None:
         return None
-    row = read_results(results_path).filter(pl.col("run_id") == twin.run_id).row(0, named=True)
+    finished = read_results(results_path).filter(
+        (pl.col("run_id") == twin.run_id) & (pl.col("status") == "ok"))
+    if finished.height == 0:
+        return None
+    row = finished.row(0, named=True)
     return {**row, "run_id": run.run_id, "dataset_fingerprint": run.dataset.fingerprint,
             "subsample": run.dataset.subsample, "finished_at": _now()}
 

@@ -209,15 +209,18 @@ class TrainConfig:
         ``"constant"`` (linear warm-up then flat, as in the reference study). Ignored in the
         ``converge`` budget mode, whose schedule is warm-up, flat, then a linear cool-down.
     budget_mode
-        ``"fixed"``: train for the whole budget. ``"converge"``: train until the validation
-        loss stops improving by more than ``converge_tol`` (relative) over the last half of
-        the evaluations, capped by the budget; cells seen become an outcome of the run.
+        ``"fixed"``: train for the whole budget. ``"converge"``: train until a cool-down
+        branched off at twice the steps of the previous one improves on it by less than
+        ``converge_tol`` (see :mod:`scalelib.convergence`), capped by the budget; cells seen
+        become an outcome of the run.
     converge_tol
-        Relative improvement of the best validation MSE over the last half of evaluations
-        below which a run counts as converged (both modes label runs with this rule).
+        Relative improvement below which a run counts as converged: of the best validation
+        score over the last half of the evaluations (the rule that labels fixed-budget runs
+        and starts the ``converge`` mode's cool-downs), and of a cool-down over the previous
+        one (the ``converge`` mode's test).
     cooldown_frac
-        In the ``converge`` mode, the learning rate decays linearly to ``min_lr_ratio * lr``
-        over this fraction of the steps taken when the rule first held.
+        In the ``converge`` mode, each cool-down decays the learning rate linearly to
+        ``min_lr_ratio * lr`` over this fraction of the flat-rate steps it branches off at.
     min_lr_ratio
         Where the cosine decay ends, as a fraction of the peak rate.
     warmup_frac

@@ -203,7 +203,9 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     """Validation (points and solid lines) and training loss (dashed) per size.
 
     The training loss is a moving average over ``smooth`` steps per run (one batch's loss is
-    noisy); both axes leave room for the outermost points.
+    noisy); both axes leave room for the outermost points. A ``converge`` run's cool-downs
+    (column ``cooldown``) are drawn apart from its stable run, which the put-aside ones
+    branch off: its line passes over them and each ends in its own validation point.
 
     Parameters
     ----------
@@ -226,10 +228,13 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
         Lines of both curves per run, then points on the validation curve.
     """
     require(curves, ["run_id", "size", x, "train_loss", "val_mse"], "curves_chart")
-    keep = ["run_id", "size", x]
+    keep = ["run_id", "size", x, "segment"]
     window = smooth or max(1, int(curves["step"].max() or 0) // 50)
-    curves = curves.sort("run_id", "step").with_columns(
-        pl.col("train_loss").rolling_mean(window, min_samples=1).over("run_id"))
+    if "cooldown" not in curves.columns:  # curves saved before cool-downs were marked
+        curves = curves.with_columns(cooldown=pl.lit(0))
+    segment = pl.concat_str(pl.col("run_id"), pl.col("cooldown").cast(pl.Utf8), separator="/")
+    curves = curves.sort("run_id", "step").with_columns(segment=segment).with_columns(
+        pl.col("train_loss").rolling_mean(window, min_samples=1).over("segment"))
     long = pl.concat([
         curves.filter(pl.col(column).is_not_null())
         .select(*keep, pl.col(column).cast(pl.Float64).alias("mse"), pl.lit(label).alias("split"))
@@ -242,7 +247,7 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     y_axis = alt.Y("mse:Q", title="MSE (masked genes, log)",
                    scale=log_scale(padding=EDGE_PADDING))
     color = alt.Color("size:N", title=axis_title("size"), sort=order)
-    base = alt.Chart(long).encode(x=x_axis, y=y_axis, color=color, detail="run_id:N")
+    base = alt.Chart(long).encode(x=x_axis, y=y_axis, color=color, detail="segment:N")
     lines = base.mark_line(opacity=0.8).encode(
         strokeDash=alt.StrokeDash("split:N", title="curve",
                                   sort=["validation MSE", "training loss"]))

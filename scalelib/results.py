@@ -60,9 +60,11 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
     "final_train_loss": (pl.Float64, "mean training loss over the last evaluation interval"),
     "stopped_early": (pl.Boolean, "early stopping ended the run"),
     "budget_mode": (pl.Utf8, "fixed (the whole budget) or converge (until the rule held)"),
-    "converged": (pl.Boolean, "the convergence rule held (scalelib.convergence)"),
-    "val_improvement": (pl.Float64, ("relative improvement of the best validation MSE over the "
-                        "last half of evaluations (the rule's measure)")),
+    "converged": (pl.Boolean, ("the convergence rule (fixed budget) or the cool-down test "
+                               "(converge mode) held (scalelib.convergence)")),
+    "val_improvement": (pl.Float64, ("fixed budget: relative improvement of the best validation "
+                        "score over the last half of evaluations; converge mode: of the last "
+                        "cool-down over the previous one (NaN with fewer than two)")),
     "wall_time_s": (pl.Float64, "training wall time in seconds"),
     "device": (pl.Utf8, "torch device"),
     "dtype": (pl.Utf8, "matrix-product precision (fp32 or bf16 autocast)"),

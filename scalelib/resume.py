@@ -5,8 +5,9 @@ killed mid-way goes on from its last evaluation instead of step 1.
 validation pass except the last (atomically: a temporary file renamed into place) and deletes
 it once ``best.pt`` and ``curve.parquet`` are written, so a finished run keeps no resume file.
 It holds everything the rest of the run depends on: model and AdamW state, the best weights so
-far with their score and the patience count, the convergence rule's scores and cool-down (the
-learning-rate schedule is a function of the step and that cool-down), the step, the tallies
+far with their score and the patience count, the convergence rule's scores and cool-downs (the
+learning-rate schedule is a function of the step and the running cool-down; a run saved as a
+cool-down branches off is saved with the stable run's weights), the step, the tallies
 and curve so far, and the random streams: torch's default generator (dropout, and the seeds of
 :mod:`scalelib.cpu_dropout`'s masks), the device's generator on an accelerator and the
 training-mask generator. The data order is not stored: it is a seeded stream, and a resumed
@@ -31,13 +32,12 @@ import numpy as np
 import torch
 
 from scalelib.atomic import atomic_path
-from scalelib.convergence import Plateau
 
 if TYPE_CHECKING:  # scalelib.train imports this module
     from scalelib.train import BestCheckpoint, Convergence
 
 RESUME_NAME = "resume.pt"
-FORMAT = 1
+FORMAT = 2  # 2: the converge mode's cool-downs (December 2026)
 
 
 class ResumeWarning(UserWarning):
@@ -84,9 +84,11 @@ class SavedRun:
         best.state = state["best"]["weights"]
         best.evaluations_since_best = state["best"]["evaluations_since_best"]
         convergence.scores = list(state["convergence"]["scores"])
-        cooldown, plateau = state["convergence"]["cooldown"], state["convergence"]["plateau"]
+        cooldown = state["convergence"]["cooldown"]
         convergence.cooldown = tuple(cooldown) if cooldown is not None else None
-        convergence.plateau = Plateau(*plateau) if plateau is not None else None
+        convergence.cooldowns = [(int(stable), float(score))
+                                 for stable, score in state["convergence"]["cooldowns"]]
+        convergence.set_aside = int(state["convergence"]["set_aside"])
         torch.set_rng_state(state["rng"]["torch"])
         mask_rng.set_state(state["rng"]["mask"])
         if state["rng"]["device"] is not None:
@@ -153,7 +155,6 @@ class ResumeFile:
         """
         if self.path is None:
             return
-        plateau = convergence.plateau
         state = {
             "format": FORMAT,
             "identity": self.identity,
@@ -164,9 +165,8 @@ class ResumeFile:
                      "step": best.step, "weights": best.state,
                      "evaluations_since_best": best.evaluations_since_best},
             "convergence": {"scores": list(convergence.scores), "cooldown": convergence.cooldown,
-                            "plateau": None if plateau is None else (plateau.converged,
-                                                                     plateau.improvement,
-                                                                     plateau.window)},
+                            "cooldowns": list(convergence.cooldowns),
+                            "set_aside": convergence.set_aside},
             "rng": {"torch": torch.get_rng_state(), "mask": mask_rng.get_state(),
                     "device": _device_rng_state(device)},
             "curve": {"columns": list(curve[0]),

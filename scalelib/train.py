@@ -23,7 +23,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scalelib.config import ModelSize, TrainConfig
-from scalelib.convergence import Plateau, plateaued
+from scalelib.convergence import Plateau, left_mean_predictor, plateaued, relative_gain
 from scalelib.data.store import ExpressionDataset, RowsOnDisk, read_rows
 from scalelib.distributed import SINGLE_PROCESS, ProcessGroup, current
 from scalelib.errors import ScalelibError
@@ -110,7 +110,7 @@ class TrainingDiverged(RuntimeError):
 
 CURVE_SCHEMA = {"step": pl.Int64, "cells_seen": pl.Int64, "train_loss": pl.Float64,
                 "val_mse": pl.Float64, "lr": pl.Float64, "elapsed_s": pl.Float64,
-                "val_bits": pl.Float64}
+                "val_bits": pl.Float64, "cooldown": pl.Int64}
 
 
 @dataclass(frozen=True)
@@ -232,8 +232,8 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
                   cooldown: tuple[int, int] | None = None) -> float:
     """Learning rate at optimiser step ``step``: linear warm-up, then cosine decay or flat.
 
-    In the ``converge`` budget mode the rate stays flat after the warm-up until ``cooldown``
-    ``(start, end)`` is set, then falls linearly to ``min_lr_ratio * peak`` at ``end``.
+    In the ``converge`` budget mode the rate stays flat after the warm-up except during a
+    cool-down ``(start, end)``, over which it falls linearly to ``min_lr_ratio * peak``.
 
     Parameters
     ----------
@@ -244,7 +244,7 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
     peak
         Peak rate (default ``config.lr``); pass ``config.peak_lr(d_model)`` for width scaling.
     cooldown
-        0-based first and end step of the ``converge`` mode's cool-down (None: not started).
+        0-based first and end step of the ``converge`` mode's running cool-down (None: none).
     """
     peak = config.lr if peak is None else peak
     total = config.total_steps
@@ -264,58 +264,142 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
 
 
 class Convergence:
-    """The validation scores of a run and, in the ``converge`` budget mode, when it ends.
+    """The validation scores of a run and, in the ``converge`` budget mode, its cool-downs.
 
-    In that mode (see :mod:`scalelib.convergence`) the first evaluation after the warm-up at
-    which the rule holds starts a cool-down of ``cooldown_frac`` times the steps taken, and the run ends when
-    the cool-down does; a run that reaches ``total_steps / (1 + cooldown_frac)`` first cools
-    down anyway, so that it ends at the cap, and is labelled not converged.
+    In that mode (see :mod:`scalelib.convergence`) the stable run's scores feed the rule; the
+    first evaluation after the warm-up at which it holds branches off a cool-down of
+    ``cooldown_frac`` times the stable run's steps, each later one branches off at twice the
+    stable steps of the one before, and the run ends with the cool-down that improves on the
+    previous one by less than ``converge_tol``. A cool-down that does not end the run is put
+    aside (the training loop restores the stable run's weights and optimiser state). When
+    the budget leaves room for no more than one cool-down, a last one ends the run at the cap
+    and the run is labelled not converged. Steps count every optimiser step taken,
+    put-aside cool-downs included.
     """
 
     def __init__(self, config: TrainConfig, mean_predictor_mse: float | None = None) -> None:
         self.config = config
         self.mean_predictor_mse = mean_predictor_mse
-        self.scores: list[float] = []
-        self.cooldown: tuple[int, int] | None = None
-        self.plateau: Plateau | None = None
+        self.scores: list[float] = []  # the stable run's validation scores (all, when fixed)
+        self.cooldown: tuple[int, int] | None = None  # the running one: (branch step, end step)
+        self.cooldowns: list[tuple[int, float]] = []  # finished: (stable steps at branch, score)
+        self.set_aside = 0  # optimiser steps of the cool-downs put aside
+        self.plateau: Plateau | None = None  # the verdict of the cool-down that ended the run
+        self.ended = False
         self.converge_mode = config.budget_mode == "converge"
-        self.latest_start = math.floor(config.total_steps / (1.0 + config.cooldown_frac))
         self.warmup = max(1, round(config.warmup_frac * config.total_steps))
 
-    def record(self, step: int, val_score: float, best_mse: float) -> None:
-        """Add the validation score of 1-based ``step`` (``best_mse``: the best checkpoint's
-        MSE so far); maybe start the cool-down."""
-        self.scores.append(val_score)
-        if not self.converge_mode or self.cooldown is not None or step <= self.warmup:
-            return  # the rule is checked while the learning rate is flat
-        verdict = self._rule(best_mse)
-        if verdict.converged:
-            self.plateau = verdict
-            self._start_cooldown(step)
-        elif step >= self.latest_start:
-            self._start_cooldown(step)
+    def evaluates(self, step: int) -> bool:
+        """Whether 1-based ``step`` ends with a validation pass: every ``eval_every`` steps
+        of the stable run, at the end of a cool-down and at the budget's last step."""
+        if step == self.config.total_steps:
+            return True
+        if self.cooldown is not None:
+            return step == self.cooldown[1]
+        return step % self.config.eval_every == 0
 
-    def _start_cooldown(self, step: int) -> None:
-        length = math.ceil(self.config.cooldown_frac * step)
-        self.cooldown = (step, min(self.config.total_steps, step + length))
+    def cooldown_number(self, step: int) -> int:
+        """0 for a step of the warm-up or the stable run; k for a step of the k-th cool-down."""
+        if self.cooldown is not None and step > self.cooldown[0]:
+            return len(self.cooldowns) + 1
+        return 0
+
+    def record(self, step: int, val_score: float, best_mse: float) -> str | None:
+        """Add the validation score of 1-based ``step`` (``best_mse``: the best checkpoint's
+        MSE so far) and decide what the stable run does next.
+
+        Returns
+        -------
+        str or None
+            ``"branch"`` when a cool-down starts after this step (keep the current weights
+            and optimiser state: they are the stable run's), ``"put_aside"`` when a
+            cool-down ended here without ending the run (restore them), else None.
+        """
+        if self.cooldown is not None:
+            return self._end_cooldown(step, val_score, best_mse)
+        self.scores.append(val_score)
+        if not self.converge_mode or step <= self.warmup:
+            return None  # the rule is checked while the learning rate is flat
+        stable = step - self.set_aside
+        last_chance = step + self._cooldown_length(stable) >= self.config.total_steps
+        if last_chance or self._wants_cooldown(stable, best_mse):
+            self.cooldown = (step, min(self.config.total_steps,
+                                       step + self._cooldown_length(stable)))
+            if self.cooldown[1] == step:  # a cool-down of no steps: score the stable run
+                return self._end_cooldown(step, val_score, best_mse)
+            return "branch"
+        return None
+
+    def _cooldown_length(self, stable_steps: int) -> int:
+        return math.ceil(self.config.cooldown_frac * stable_steps)
+
+    def _wants_cooldown(self, stable_steps: int, best_mse: float) -> bool:
+        if self.cooldowns:
+            return stable_steps >= 2 * self.cooldowns[-1][0]
+        return self._rule(best_mse).converged
+
+    def _end_cooldown(self, step: int, val_score: float, best_mse: float) -> str | None:
+        branch, end = self.cooldown
+        stable = branch - self.set_aside
+        whole = end - branch == self._cooldown_length(stable)  # not cut short by the cap
+        previous = self.cooldowns[-1] if self.cooldowns else None
+        self.cooldowns.append((stable, val_score))
+        self.cooldown = None
+        if whole and previous is not None and stable >= 2 * previous[0]:
+            gain = relative_gain(previous[1], val_score)
+            left = left_mean_predictor(best_mse, self.mean_predictor_mse,
+                                       tol=self.config.converge_tol)
+            if gain < self.config.converge_tol and left:
+                self.plateau = Plateau(True, gain, 2, left)
+                self.ended = True
+                return None
+        if end >= self.config.total_steps:
+            self.ended = True
+            return None
+        self.set_aside += end - branch
+        return "put_aside" if end > branch else None
 
     def is_last_step(self, step: int) -> bool:
-        """True at the budget's last step, or at the end of a started cool-down."""
-        at_cap = step == self.config.total_steps
-        return at_cap or (self.cooldown is not None and step >= self.cooldown[1])
+        """True at the budget's last step, or when a cool-down ended the run."""
+        return step == self.config.total_steps or self.ended
 
     def verdict(self, best_mse: float) -> Plateau:
-        """Converge mode: whether the rule held before the cap (and the improvement then);
-        fixed budget: the rule applied to all the scores (``best_mse``: the best checkpoint's)."""
-        if self.converge_mode:
-            if self.plateau is not None:
-                return self.plateau
-            return replace(self._rule(best_mse), converged=False)
-        return self._rule(best_mse)
+        """Converge mode: whether a cool-down test passed, with the gain of the last doubling
+        (NaN with fewer than two cool-downs); fixed budget: the rule applied to all the
+        scores (``best_mse``: the best checkpoint's)."""
+        if not self.converge_mode:
+            return self._rule(best_mse)
+        if self.plateau is not None:
+            return self.plateau
+        left = left_mean_predictor(best_mse, self.mean_predictor_mse,
+                                   tol=self.config.converge_tol)
+        if len(self.cooldowns) < 2:
+            return Plateau(False, math.nan, 2, left)
+        return Plateau(False, relative_gain(self.cooldowns[-2][1], self.cooldowns[-1][1]), 2,
+                       left)
 
     def _rule(self, best_mse: float) -> Plateau:
         return plateaued(self.scores, tol=self.config.converge_tol, best_mse=best_mse,
                          mean_predictor_mse=self.mean_predictor_mse)
+
+
+@dataclass
+class StableRunState:
+    """Copies of the weights and optimiser state of a ``converge`` run's stable phase, kept
+    while a cool-down branches off and restored when it is put aside."""
+
+    model: dict
+    optimizer: dict
+
+    @classmethod
+    def keep(cls, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> StableRunState:
+        """Copy the current state."""
+        return cls(copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Put the copied state back."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
 
 
 class TrainingBatches:
@@ -577,7 +661,9 @@ def train(
     -------
     TrainResult
         Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
-        (null between evaluations), lr, elapsed_s and val_bits (null for the MSE objective).
+        (null between evaluations), lr, elapsed_s, val_bits (null for the MSE objective) and
+        cooldown (0, or k for the steps of the ``converge`` mode's k-th cool-down; all but
+        a converged run's last were put aside, see :class:`Convergence`).
         A validation score that turns non-finite after a finite one ends the run early with
         the best checkpoint so far.
 
@@ -617,6 +703,7 @@ def train(
     interval_losses: list[float] = []
     cells_seen = masked_seen = 0
     final_train_loss = math.nan
+    stable_run: StableRunState | None = None  # put aside while a cool-down branches off
     diverged = False
     resume = ResumeFile(out_dir if group.world_size == 1 else None, run_identity(
         fingerprint=dataset.fingerprint, n_genes=dataset.n_genes, size=size.to_dict(),
@@ -625,6 +712,8 @@ def train(
         saved.restore(model, optimizer, best, convergence, mask_rng, device)
         curve, cells_seen, masked_seen = saved.curve, saved.cells_seen, saved.masked_seen
         final_train_loss, started = saved.final_train_loss, started - saved.elapsed_s
+        if convergence.cooldown is not None:  # saved as a cool-down branched off
+            stable_run = StableRunState.keep(model, optimizer)
     bar = tqdm(total=config.total_steps, initial=len(curve), desc=f"{size.name} seed {seed}",
                disable=None if progress and group.is_main else True,
                leave=False)  # None: off unless a tty
@@ -636,6 +725,7 @@ def train(
         if step <= len(curve):
             continue  # trained before the run was resumed: skip its batch in the data order
         lr = learning_rate(step - 1, config, peak_lr, convergence.cooldown)
+        cooldown = convergence.cooldown_number(step)
         mask = torch.rand((len(positions), dataset.n_genes), generator=mask_rng) < config.mask_rate
         shard = group.shard(len(positions))
         values = batches.fetch(positions[shard]).to(device, non_blocking=True)
@@ -650,7 +740,7 @@ def train(
         masked_seen += int(mask.sum())
         interval_losses.append(loss)
         val_mse = val_bits = None
-        if step % config.eval_every == 0 or convergence.is_last_step(step):
+        if convergence.evaluates(step):
             scores = score(held_out.val_values, held_out.val_mask, counts=held_out.val_counts)
             val_mse, val_bits = scores.mse, scores.bits
             val_score = val_mse if val_bits is None else val_bits  # what the run minimises
@@ -658,7 +748,11 @@ def train(
             interval_losses = []
             if math.isfinite(val_score) and math.isfinite(val_mse):
                 best.update(scores, step, model)
-                convergence.record(step, val_score, best.val_mse)
+                action = convergence.record(step, val_score, best.val_mse)
+                if action == "branch":
+                    stable_run = StableRunState.keep(model, optimizer)
+                elif action == "put_aside":
+                    stable_run.restore(model, optimizer)
             elif best.state is None:
                 raise TrainingDiverged(
                     f"{size.name} seed {seed}: validation score is {val_score} at step {step}, "
@@ -668,7 +762,8 @@ def train(
             bar.set_postfix(loss=f"{final_train_loss:.4f}", val=f"{val_score:.4f}")
         elapsed = time.perf_counter() - started
         curve.append({"step": step, "cells_seen": cells_seen, "train_loss": loss,
-                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed, "val_bits": val_bits})
+                      "val_mse": val_mse, "lr": lr, "elapsed_s": elapsed, "val_bits": val_bits,
+                      "cooldown": cooldown})
         bar.update(1)
         last_step = best.should_stop or diverged or convergence.is_last_step(step)
         if val_mse is not None and not last_step:

@@ -196,6 +196,21 @@ def test_curves_chart_has_training_and_validation_lines():
     assert by_cells["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
 
 
+def test_curves_chart_draws_a_put_aside_cooldown_apart_from_the_stable_run():
+    """Steps 40-50 of each run were a cool-down (validation 0.5 at its end) put aside: the
+    stable run's validation line goes from step 0 to 100 without passing through it."""
+    frame = curve_frame().with_columns(
+        cooldown=pl.when(pl.col("step").is_between(40, 50)).then(1).otherwise(0))
+    spec = curves_chart(frame).to_dict()
+    lines = spec["layer"][0]
+    assert lines["encoding"]["detail"]["field"] == "segment"
+    rows = spec["datasets"][lines["data"]["name"]] if "data" in lines else next(
+        iter(spec["datasets"].values()))
+    validation = {(row["segment"], row["step"]) for row in rows
+                  if row["split"] == "validation MSE" and row["run_id"] == "run-D0"}
+    assert validation == {("run-D0/0", 0), ("run-D0/0", 100), ("run-D0/1", 50)}
+
+
 def test_test_vs_val_chart_has_the_diagonal():
     spec = plots.test_vs_val_chart(results_table()).to_dict()
     assert layer_marks(spec) == ["line", "circle"]

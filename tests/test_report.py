@@ -220,7 +220,7 @@ def test_each_fit_states_its_verdict_in_words_next_to_its_numbers(executed, prep
         for fit in regime["fits"].values():
             assert f"verdict **{fit['verdict']}**" in text
             assert report.escape(fit["summary"]) in text
-    assert "met the convergence rule" in text or "is not recorded" in text
+    assert "runs converged (a fixed-budget run" in text or "is not recorded" in text
 
 
 def test_numbers_give_baselines_convergence_and_verdicts_per_regime():

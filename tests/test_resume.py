@@ -75,22 +75,29 @@ def test_a_run_killed_mid_way_resumes_at_its_last_evaluation_and_ends_identicall
 
 def test_converge_mode_and_patience_resume_their_rule_state(dataset, one_factor_dataset,
                                                            tmp_path):
-    """A kill after the cool-down started (converge mode) and one mid-patience (fixed mode)."""
-    converge = CONFIG.with_(max_steps=400, eval_every=5, budget_mode="converge",
+    """Kills inside the last cool-down and just after a cool-down was put aside (converge
+    mode), and one mid-patience (fixed mode)."""
+    converge = CONFIG.with_(max_steps=1000, eval_every=5, budget_mode="converge",
                             converge_tol=0.05, lr=1e-2)
     whole = train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "a",
                   progress=False)
-    assert whole.converged and whole.steps < 400
-    warm = round(converge.warmup_frac * converge.max_steps)
-    cooling = whole.curve.filter((pl.col("step") > warm) & (pl.col("lr") < converge.lr))
-    with pytest.raises(Killed):
-        train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b",
-              progress=False, on_step=_kill_at(whole.steps - 1))
-    steps = []
-    resumed = train(one_factor_dataset, SIZE, converge, seed=1, out_dir=tmp_path / "b",
-                    progress=False, on_step=_first_step_taken(steps))
-    assert steps[0] > cooling["step"][0]  # resumed inside the cool-down
-    _same_outcome(resumed, whole)
+    assert whole.converged and whole.steps < 1000
+    cooldowns = whole.curve.filter(pl.col("cooldown") > 0).group_by("cooldown").agg(
+        first=pl.col("step").min(), last=pl.col("step").max()).sort("cooldown")
+    assert cooldowns.height >= 2
+    put_aside = cooldowns["last"][0]  # saved there, with the stable run's weights
+    last_branch = cooldowns["first"][-1] - 1  # saved there, before the cool-down's first step
+    for kill_at, resumes_at in ((put_aside + 1, put_aside + 1),
+                                (whole.steps - 1, last_branch + 1)):
+        out = tmp_path / f"killed-{kill_at}"
+        with pytest.raises(Killed):
+            train(one_factor_dataset, SIZE, converge, seed=1, out_dir=out, progress=False,
+                  on_step=_kill_at(kill_at))
+        steps = []
+        resumed = train(one_factor_dataset, SIZE, converge, seed=1, out_dir=out,
+                        progress=False, on_step=_first_step_taken(steps))
+        assert steps[0] == resumes_at
+        _same_outcome(resumed, whole)
     patient = CONFIG.with_(max_steps=300, eval_every=5, patience=2, lr=3e-2)
     whole = train(dataset, SIZE, patient, seed=2, out_dir=tmp_path / "c", progress=False)
     assert whole.stopped_early

@@ -16,6 +16,7 @@ from scalelib.hardware import resolve_device, resolve_dtype
 from scalelib.heldout import FixedMask, fixed_mask, per_gene_mean_mse
 from scalelib.model import MaskedExpressionTransformer
 from scalelib.train import (
+    Convergence,
     Scores,
     TrainingDiverged,
     evaluate,
@@ -242,22 +243,103 @@ def test_short_training_beats_the_per_gene_mean_baseline():
     assert DEMO_REGIMES["rich"].n_cells > DEMO_REGIMES["limited"].n_cells
 
 
-def test_converge_mode_stops_at_a_plateau_after_a_cooldown(one_factor_dataset):
+def test_converge_mode_ends_when_doubling_the_steps_no_longer_pays(one_factor_dataset,
+                                                                   monkeypatch):
+    """The rule branches off a cool-down; the stable run goes on from the branch (the cooled
+    weights put aside) to twice its steps, cools down again, and so on until a cool-down gains
+    less than the tolerance over the one before."""
     config = TrainConfig(max_steps=3000, batch_size=32, lr=1e-2, eval_every=20,
                          budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2, dtype="fp32",
                          patience=1)  # patience is ignored in this mode
+    restores = _spy_on_restores(monkeypatch)
     result = train(one_factor_dataset, TINY, config, progress=False)
     assert result.converged and result.val_improvement < 0.01
     assert result.steps < 3000 and result.cells_seen == result.steps * 32
     curve = result.curve
-    scored = curve.filter(pl.col("val_mse").is_not_null())
-    assert scored.height >= 4
-    lrs = curve["lr"].to_numpy()
-    assert lrs[-1] == pytest.approx(config.min_lr_ratio * config.lr, rel=1e-6)  # cooled down
-    plateau_step = int(result.steps / (1 + config.cooldown_frac))
+    cooldowns = curve.filter(pl.col("cooldown") > 0).group_by("cooldown", maintain_order=True).agg(
+        first=pl.col("step").min(), last=pl.col("step").max(), lr=pl.col("lr").last(),
+        val=pl.col("val_mse").drop_nulls())
+    assert cooldowns.height >= 2 and curve["cooldown"][-1] == cooldowns.height  # ended cooling
+    assert np.allclose(cooldowns["lr"], config.min_lr_ratio * config.lr)  # each cooled fully
+    assert (cooldowns["val"].list.len() == 1).all()  # scored once, at its end
+    set_aside = np.concatenate([[0], np.cumsum(cooldowns["last"] - cooldowns["first"] + 1)])
+    branched_at = (cooldowns["first"] - 1 - set_aside[:-1]).to_numpy()  # stable steps
+    assert (branched_at[1:] >= 2 * branched_at[:-1]).all()
+    val = cooldowns["val"].list.first().to_numpy()
+    assert (val[-2] - val[-1]) / val[-2] == pytest.approx(result.val_improvement)
+    assert ((val[1:-1] - val[:-2]) / val[:-2] <= -0.01).all()  # earlier doublings still paid
     warmup = round(config.warmup_frac * config.max_steps)
-    assert plateau_step > warmup  # the rule is only checked once the rate is flat
-    assert np.allclose(lrs[warmup: plateau_step - 10], config.lr)  # flat until the cool-down
+    stable = curve.filter((pl.col("cooldown") == 0) & (pl.col("step") > warmup))
+    assert np.allclose(stable["lr"], config.lr)  # flat, also after a cool-down was put aside
+    assert len(restores) == cooldowns.height - 1
+    assert all(same and moved for same, moved in restores)
+
+
+def _spy_on_restores(monkeypatch) -> list[tuple[bool, bool]]:
+    """Record, for each put-aside cool-down, whether the restored weights equal those kept at
+    the branch and differ from the cooled ones they replace."""
+    from scalelib.train import StableRunState
+
+    seen: list[tuple[bool, bool]] = []
+    original = StableRunState.restore
+
+    def restore(self, model, optimizer):
+        cooled = {name: value.clone() for name, value in model.state_dict().items()}
+        original(self, model, optimizer)
+        now = model.state_dict()
+        seen.append((all(torch.equal(now[k], self.model[k]) for k in now),
+                     any(not torch.equal(now[k], cooled[k]) for k in now)))
+
+    monkeypatch.setattr(StableRunState, "restore", restore)
+    return seen
+
+
+def _drive(convergence, stable_score, cooled_score) -> list[tuple[int, str]]:
+    """Feed a :class:`Convergence` scores step by step as the training loop would: the stable
+    run's score as a function of its steps, a cool-down's of the stable steps it branched at."""
+    events = []
+    for step in range(1, convergence.config.total_steps + 1):
+        if not convergence.evaluates(step):
+            continue
+        if convergence.cooldown is not None:
+            score = cooled_score(convergence.cooldown[0] - convergence.set_aside)
+        else:
+            score = stable_score(step - convergence.set_aside)
+        action = convergence.record(step, score, best_mse=0.5)
+        if action is not None:
+            events.append((step, action))
+        if convergence.is_last_step(step):
+            return events + [(step, "end")]
+    raise AssertionError("the run did not end at its cap")
+
+
+@pytest.mark.parametrize("max_steps", [225, 220])
+def test_cooldowns_branch_at_doubling_stable_steps_until_one_gains_too_little(max_steps):
+    """Cool-downs scoring 0.50, 0.45 (10 % better: put aside, go on) and 0.449 (0.2 %):
+    converged at 225 steps; at 220 the same last cool-down is cut short by the cap (30 of its
+    33 steps) and proves nothing."""
+    config = TrainConfig(max_steps=max_steps, eval_every=10, warmup_frac=0.05,
+                         budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
+    convergence = Convergence(config, mean_predictor_mse=1.0)
+    cooled = iter([0.50, 0.45, 0.449])
+    events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
+    end = 223 if max_steps == 225 else 220
+    assert events == [(40, "branch"), (48, "put_aside"), (90, "branch"), (107, "put_aside"),
+                      (190, "branch"), (end, "end")]  # branched at 40, 82 and 165 stable steps
+    assert convergence.cooldowns == [(40, 0.50), (82, 0.45), (165, 0.449)]
+    verdict = convergence.verdict(0.449)
+    assert verdict.improvement == pytest.approx(0.001 / 0.45)
+    assert verdict.converged == (max_steps == 225)
+
+
+def test_a_last_cooldown_that_is_no_doubling_is_not_converged():
+    config = TrainConfig(max_steps=205, eval_every=10, warmup_frac=0.05,
+                         budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
+    convergence = Convergence(config, mean_predictor_mse=1.0)
+    cooled = iter([0.50, 0.45, 0.449])
+    events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
+    assert events[-2:] == [(180, "branch"), (205, "end")]  # 155 < 2 x 82 stable steps
+    assert not convergence.verdict(0.449).converged
 
 
 def test_converge_mode_that_reaches_its_cap_is_not_converged():

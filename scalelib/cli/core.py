@@ -70,9 +70,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--steps", type=int, help="budget in optimiser steps")
     budget.add_argument("--cells", type=int, help="budget in training cells seen")
     group.add_argument("--budget", choices=("fixed", "converge"), dest="budget_mode",
-                       help="fixed: train the whole budget; converge: train until the "
-                       "validation loss stops improving (--converge-tol over the last half "
-                       "of evaluations), with --steps/--cells as the cap")
+                       help="fixed: train the whole budget; converge: train until doubling "
+                       "the steps no longer pays (a cool-down beats the one branched off at "
+                       "half the steps by less than --converge-tol), with --steps/--cells as "
+                       "the cap")
     group.add_argument("--converge-tol", type=float,
                        help="relative improvement that still counts as converged (0.01)")
     group.add_argument("--batch", type=int, help="cells per optimiser step")

@@ -180,7 +180,8 @@ def _baseline_numbers(rows: pl.DataFrame, baselines: pl.DataFrame) -> list[dict[
 
 
 def _convergence(rows: pl.DataFrame) -> dict[str, int]:
-    """How many runs met the convergence rule, did not, or were not checked."""
+    """How many runs converged (the rule, or the converge mode's cool-down test), did not, or
+    were not checked."""
     if "converged" not in rows.columns:
         return {"converged": 0, "not_converged": 0, "unknown": rows.height}
     flags = rows["converged"]

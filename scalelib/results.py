@@ -64,7 +64,7 @@ RESULTS_SCHEMA: dict[str, tuple[pl.DataType, str]] = {
                                "(converge mode) held (scalelib.convergence)")),
     "val_improvement": (pl.Float64, ("fixed budget: relative improvement of the best validation "
                         "score over the last half of evaluations; converge mode: of the last "
-                        "cool-down over the previous one (NaN with fewer than two)")),
+                        "cool-down at twice the steps over the one before (NaN before one)")),
     "wall_time_s": (pl.Float64, "training wall time in seconds"),
     "device": (pl.Utf8, "torch device"),
     "dtype": (pl.Utf8, "matrix-product precision (fp32 or bf16 autocast)"),

@@ -89,6 +89,7 @@ class SavedRun:
         convergence.cooldowns = [(int(stable), float(score))
                                  for stable, score in state["convergence"]["cooldowns"]]
         convergence.set_aside = int(state["convergence"]["set_aside"])
+        convergence.doubling_gains = [float(g) for g in state["convergence"]["doubling_gains"]]
         torch.set_rng_state(state["rng"]["torch"])
         mask_rng.set_state(state["rng"]["mask"])
         if state["rng"]["device"] is not None:
@@ -166,7 +167,8 @@ class ResumeFile:
                      "evaluations_since_best": best.evaluations_since_best},
             "convergence": {"scores": list(convergence.scores), "cooldown": convergence.cooldown,
                             "cooldowns": list(convergence.cooldowns),
-                            "set_aside": convergence.set_aside},
+                            "set_aside": convergence.set_aside,
+                            "doubling_gains": list(convergence.doubling_gains)},
             "rng": {"torch": torch.get_rng_state(), "mask": mask_rng.get_state(),
                     "device": _device_rng_state(device)},
             "curve": {"columns": list(curve[0]),

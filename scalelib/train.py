@@ -284,6 +284,7 @@ class Convergence:
         self.cooldown: tuple[int, int] | None = None  # the running one: (branch step, end step)
         self.cooldowns: list[tuple[int, float]] = []  # finished: (stable steps at branch, score)
         self.set_aside = 0  # optimiser steps of the cool-downs put aside
+        self.doubling_gains: list[float] = []  # of each whole cool-down at twice the steps
         self.plateau: Plateau | None = None  # the verdict of the cool-down that ended the run
         self.ended = False
         self.converge_mode = config.budget_mode == "converge"
@@ -347,6 +348,7 @@ class Convergence:
         self.cooldown = None
         if whole and previous is not None and stable >= 2 * previous[0]:
             gain = relative_gain(previous[1], val_score)
+            self.doubling_gains.append(gain)
             left = left_mean_predictor(best_mse, self.mean_predictor_mse,
                                        tol=self.config.converge_tol)
             if gain < self.config.converge_tol and left:
@@ -364,19 +366,17 @@ class Convergence:
         return step == self.config.total_steps or self.ended
 
     def verdict(self, best_mse: float) -> Plateau:
-        """Converge mode: whether a cool-down test passed, with the gain of the last doubling
-        (NaN with fewer than two cool-downs); fixed budget: the rule applied to all the
-        scores (``best_mse``: the best checkpoint's)."""
+        """Converge mode: whether a cool-down test passed, with the gain of the last whole
+        doubling (NaN before one); fixed budget: the rule applied to all the scores
+        (``best_mse``: the best checkpoint's)."""
         if not self.converge_mode:
             return self._rule(best_mse)
         if self.plateau is not None:
             return self.plateau
         left = left_mean_predictor(best_mse, self.mean_predictor_mse,
                                    tol=self.config.converge_tol)
-        if len(self.cooldowns) < 2:
-            return Plateau(False, math.nan, 2, left)
-        return Plateau(False, relative_gain(self.cooldowns[-2][1], self.cooldowns[-1][1]), 2,
-                       left)
+        gain = self.doubling_gains[-1] if self.doubling_gains else math.nan
+        return Plateau(False, gain, 2, left)
 
     def _rule(self, best_mse: float) -> Plateau:
         return plateaued(self.scores, tol=self.config.converge_tol, best_mse=best_mse,

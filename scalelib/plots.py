@@ -232,7 +232,8 @@ def curves_chart(curves: pl.DataFrame, *, x: str = "step", log_x: bool = False,
     window = smooth or max(1, int(curves["step"].max() or 0) // 50)
     if "cooldown" not in curves.columns:  # curves saved before cool-downs were marked
         curves = curves.with_columns(cooldown=pl.lit(0))
-    segment = pl.concat_str(pl.col("run_id"), pl.col("cooldown").cast(pl.Utf8), separator="/")
+    segment = pl.concat_str(pl.col("run_id"), pl.col("cooldown").fill_null(0).cast(pl.Utf8),
+                            separator="/")
     curves = curves.sort("run_id", "step").with_columns(segment=segment).with_columns(
         pl.col("train_loss").rolling_mean(window, min_samples=1).over("segment"))
     long = pl.concat([

@@ -64,6 +64,7 @@ class StepInfo:
     best_val_mse: float | None
     elapsed_s: float
     val_bits: float | None = None
+    cooldown: int = 0  # k during the converge mode's k-th cool-down (the curve's column)
 
 
 @dataclass(frozen=True)
@@ -774,7 +775,7 @@ def train(
         if on_step is not None:
             best_so_far = best.val_mse if best.state is not None else None
             on_step(StepInfo(step, config.total_steps, cells_seen, loss, lr, val_mse, best_so_far,
-                             elapsed, val_bits))
+                             elapsed, val_bits, cooldown))
         if last_step:
             break
     bar.close()

@@ -137,11 +137,21 @@ def test_budget_check_reruns_the_largest_sizes_at_twice_the_budget(dataset, tmp_
 
 
 def test_converge_budget_rows_record_convergence(dataset, tmp_path):
+    """Rows record convergence; the live curves a notebook draws mark the cool-downs as the
+    saved curve does."""
+    from scalelib.explore.sweeps import SweepMonitor
+
     config = CONFIG.with_(budget_mode="converge", max_steps=60, eval_every=4)
-    table = run_sweep(plan_runs(dataset, SMOKE_LADDER[:1], config), tmp_path, progress=False)
+    live = []
+    monitor = SweepMonitor(on_curves=live.append)
+    table = run_sweep(plan_runs(dataset, SMOKE_LADDER[:1], config), tmp_path, progress=False,
+                      callbacks=monitor.callbacks())
     row = table.row(0, named=True)
     assert row["budget_mode"] == "converge" and row["converged"] in (True, False)
     assert row["steps"] <= 60 and row["cells_seen"] == row["steps"] * config.batch_size
+    saved = pl.read_parquet(tmp_path / "runs" / row["run_id"] / "curve.parquet")
+    assert saved["cooldown"].max() >= 1  # at least the cool-down to the cap
+    assert live[-1]["cooldown"].to_list() == saved["cooldown"].to_list()
 
 
 def test_baselines_are_stored_once_per_dataset_and_training_size(dataset, tmp_path, monkeypatch):

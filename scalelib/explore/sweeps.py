@@ -235,7 +235,7 @@ class SweepMonitor:
         self.rows.append({
             **self._run_columns, "step": info.step, "cells_seen": info.cells_seen, "train_loss": info.train_loss,
             "val_mse": info.val_mse, "lr": info.lr, "elapsed_s": info.elapsed_s,
-            "val_bits": info.val_bits,
+            "val_bits": info.val_bits, "cooldown": info.cooldown,
         })
         if self._bar is not None:
             best = f", best val {info.best_val_mse:.4f}" if info.best_val_mse is not None else ""

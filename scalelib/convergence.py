@@ -79,7 +79,8 @@ class Plateau:
     improvement
         Relative improvement of the best score over the window (NaN with too few scores).
     window
-        Evaluations in the window.
+        Evaluations in the window (2 for the ``converge`` mode's comparison of two
+        cool-downs).
     left_mean_predictor
         Whether the best MSE is below the per-gene mean predictor's by more than the tolerance
         (True when no mean predictor was given).

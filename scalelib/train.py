@@ -664,7 +664,7 @@ def train(
         Metrics and a per-step curve with columns step, cells_seen, train_loss, val_mse
         (null between evaluations), lr, elapsed_s, val_bits (null for the MSE objective) and
         cooldown (0, or k for the steps of the ``converge`` mode's k-th cool-down; all but
-        a converged run's last were put aside, see :class:`Convergence`).
+        the last were put aside, see :class:`Convergence`).
         A validation score that turns non-finite after a finite one ends the run early with
         the best checkpoint so far.
 

@@ -144,12 +144,14 @@ def test_tiled_attention_with_dropout_passes_gradcheck(small_tiles, two_threads,
     assert torch.autograd.gradcheck(lambda *qkv: _tiled(*qkv, 0.3), (q, k, v))
 
 
-def test_attention_under_bf16_autocast_runs_its_tiles_in_float32():
+@pytest.mark.parametrize("p", [0.2, 0.0])
+def test_attention_under_bf16_autocast_computes_in_float32(p):
+    """With dropout (tiles) and without (fused kernel), bf16 in, float32 inside, bf16 out."""
     q, k, v = (t.detach().to(torch.bfloat16) for t in _qkv(batch=2, heads=2))
     torch.manual_seed(4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = attention(q, k, v, 0.2, training=True)
+        mixed = attention(q, k, v, p, training=True)
     torch.manual_seed(4)
-    exact = attention(q.float(), k.float(), v.float(), 0.2, training=True)
+    exact = attention(q.float(), k.float(), v.float(), p, training=True)
     assert mixed.dtype == torch.bfloat16
     torch.testing.assert_close(mixed, exact.to(torch.bfloat16), rtol=0, atol=0)

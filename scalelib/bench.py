@@ -3,8 +3,9 @@
 The benchmark times full optimiser steps (masking, forward, MSE over masked genes, backward,
 gradient clipping, AdamW) on random expression values, so it measures the model and the
 training step, not data loading. The peak is this machine's measured throughput of one large
-square matrix product in the same precision, so the ratio is a model-FLOPs utilisation (MFU)
-against what the device actually sustains, not against a datasheet.
+square matrix product in the same precision, sampled between the timed steps so that it sees
+their load, so the ratio is a model-FLOPs utilisation (MFU) against what the device actually
+sustains, not against a datasheet.
 
 :func:`compare_reference` times the model side by side with a reference build of the same
 published architecture from ``torch.nn.TransformerEncoder`` (fp32, eager, dropout 0.1 on
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -58,20 +60,47 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_matmul_peak(device: torch.device, dtype: str, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an ``n x n`` by ``n x n`` matrix product in ``dtype`` (best of ``repeats``)."""
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a = torch.randn(n, n, device=device, dtype=torch_dtype)
-    b = torch.randn(n, n, device=device, dtype=torch_dtype)
-    (a @ b).sum().item()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        _synchronize(device)
+# Side of the square matrices whose product measures the peak.
+PEAK_MATRIX_SIZE = 2048
+
+
+class MatmulPeak:
+    """FLOP/s of a square matrix product in one dtype, sampled one product at a time.
+
+    Sampled between the timed steps of a benchmark, the peak sees the load the steps see. On
+    the shared two-core machine, a peak measured as the best of ten products after the steps
+    moved from 411 to 936 GFLOP/s (bf16, one thread, load 2.8-3.0) between runs of the same
+    benchmark, which moved the MFU more than the model did.
+
+    Parameters
+    ----------
+    device
+        Where to multiply.
+    dtype
+        ``"fp32"`` or ``"bf16"``.
+    """
+
+    def __init__(self, device: torch.device, dtype: str) -> None:
+        torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+        n = PEAK_MATRIX_SIZE
+        self.device, self.flops_per_product = device, 2.0 * n**3
+        self.a = torch.randn(n, n, device=device, dtype=torch_dtype)
+        self.b = torch.randn(n, n, device=device, dtype=torch_dtype)
+        (self.a @ self.b).sum().item()  # warm-up
+        self.seconds: list[float] = []
+
+    def sample(self) -> None:
+        """Time one product."""
+        _synchronize(self.device)
         started = time.perf_counter()
-        a @ b
-        _synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return 2.0 * n**3 / best
+        self.a @ self.b
+        _synchronize(self.device)
+        self.seconds.append(time.perf_counter() - started)
+
+    def flops(self, average: Callable[[list[float]], float] = statistics.fmean) -> float:
+        """FLOP/s over the ``average`` time of the sampled products (average the steps' times
+        the same way)."""
+        return self.flops_per_product / average(self.seconds)
 
 
 def benchmark_training(
@@ -86,7 +115,8 @@ def benchmark_training(
     attention_dropout: float | None = None,
     seed: int = 0,
 ) -> BenchResult:
-    """Time ``steps`` optimiser steps after ``warmup_steps`` untimed ones.
+    """Time ``steps`` optimiser steps after ``warmup_steps`` untimed ones, and after each timed
+    step one matrix product of :class:`MatmulPeak` (untimed as a step), the peak of the MFU.
 
     Parameters
     ----------
@@ -112,17 +142,21 @@ def benchmark_training(
     model = model.to(torch_device).train()
     optimizer = make_optimizer(model, config, torch_device)
     values = torch.rand(batch_size, n_genes, device=torch_device) * 4.0
+    peak_meter = MatmulPeak(torch_device, chosen_dtype)
+    seconds = []
     for step in range(warmup_steps + steps):
-        if step == warmup_steps:
-            _synchronize(torch_device)
-            started = time.perf_counter()
         mask = torch.rand(values.shape, device=torch_device) < config.mask_rate
+        _synchronize(torch_device)
+        started = time.perf_counter()
         optimiser_step(model, optimizer, values, mask, config.lr, config, chosen_dtype)
-    _synchronize(torch_device)
-    per_step = (time.perf_counter() - started) / steps
+        _synchronize(torch_device)
+        if step >= warmup_steps:
+            seconds.append(time.perf_counter() - started)
+            peak_meter.sample()
+    per_step = statistics.fmean(seconds)
     cells_per_s = batch_size / per_step
     flops_per_cell = model.training_flops_per_cell()
-    peak = measure_matmul_peak(torch_device, chosen_dtype)
+    peak = peak_meter.flops()
     return BenchResult(
         size=size.name, n_genes=n_genes, batch_size=batch_size, params=model.num_parameters(),
         device=str(torch_device), dtype=chosen_dtype, threads=torch.get_num_threads(),
@@ -271,6 +305,7 @@ def compare_reference(
     runs = [(model, make_optimizer(model, config, device), chosen_dtype),
             (reference, make_optimizer(reference, config, device), "fp32")]
     generator = torch.Generator().manual_seed(seed)
+    peak_meter = MatmulPeak(device, chosen_dtype)
     seconds: list[list[float]] = [[], []]
     losses: list[list[float]] = [[], []]
     for step in range(warmup_steps + steps):
@@ -283,12 +318,14 @@ def compare_reference(
             if step >= warmup_steps:
                 seconds[which].append(time.perf_counter() - started)
             losses[which].append(loss)
+        if step >= warmup_steps:
+            peak_meter.sample()
     ratios = [ref / ours for ours, ref in zip(*seconds, strict=True)]
     ours, ref = (statistics.median(times) for times in seconds)
     last = [values[-loss_window:] for values in losses]
     differences = [a - b for a, b in zip(*last, strict=True)]
     noise = (statistics.variance(differences) / len(differences)) ** 0.5
-    peak = measure_matmul_peak(device, chosen_dtype)
+    peak = peak_meter.flops(statistics.median)
     return Comparison(
         size=size.name, n_genes=n_genes, batch_size=batch_size, dtype=chosen_dtype,
         attention_dropout=model.blocks[0].attention_dropout, threads=torch.get_num_threads(),

@@ -16,8 +16,8 @@ SMALL = ModelSize("t", 16, 2, 2, 2)
 
 @pytest.fixture
 def quick_peak(monkeypatch):
-    """A fixed matmul peak: measuring the machine's takes seconds."""
-    monkeypatch.setattr(bench, "measure_matmul_peak", lambda device, dtype: 1e11)
+    """A small matrix product for the peak: the real one takes seconds."""
+    monkeypatch.setattr(bench, "PEAK_MATRIX_SIZE", 64)
 
 
 def test_reference_build_computes_what_the_model_computes():
@@ -46,3 +46,14 @@ def test_cli_bench_compare_reference_prints_both_and_the_ratio(capsys, quick_pea
     assert "nn.TransformerEncoder" in printed and "speed-up" in printed and "loss" in printed
     assert main([*args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["size"] == "T1"
+
+
+def test_benchmark_samples_the_peak_once_per_timed_step(quick_peak, monkeypatch):
+    samples = []
+    sample = bench.MatmulPeak.sample
+    monkeypatch.setattr(bench.MatmulPeak, "sample", lambda self: samples.append(sample(self)))
+    result = bench.benchmark_training(SMALL, 24, 4, steps=3, warmup_steps=1, dtype="fp32",
+                                      device="cpu")
+    assert len(samples) == 3
+    assert result.peak_matmul_flops > 0
+    assert result.mfu == pytest.approx(result.achieved_flops / result.peak_matmul_flops)

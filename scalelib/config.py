@@ -215,12 +215,12 @@ class TrainConfig:
         become an outcome of the run.
     converge_tol
         Relative improvement below which a run counts as converged: of the best validation
-        score over the last half of the evaluations (the rule that labels fixed-budget runs
-        and starts the ``converge`` mode's cool-downs), and of a cool-down over the previous
-        one (the ``converge`` mode's test).
+        score over the last half of the evaluations (the rule that labels fixed-budget runs),
+        and of a cool-down over the previous one (the ``converge`` mode's test).
     cooldown_frac
         In the ``converge`` mode, each cool-down decays the learning rate linearly to
-        ``min_lr_ratio * lr`` over this fraction of the flat-rate steps it branches off at.
+        ``min_lr_ratio * lr`` over this fraction of the flat-rate steps it branches off at
+        (cool-downs branch off at the end of the warm-up, then at each doubling of those steps).
     min_lr_ratio
         Where the cosine decay ends, as a fraction of the peak rate.
     warmup_frac

@@ -1,5 +1,5 @@
-"""When a run has converged: a rule on its validation curve, and in the ``converge`` budget
-mode a test of that rule on cooled-down models.
+"""When a run has converged: a rule on the validation curve of a fixed-budget run, and in the
+``converge`` budget mode a test on cooled-down models.
 
 The rule (``plateaued``) labels a fixed-budget run at its end: it has converged when it has had at least ``min_evaluations``
 validation scores and its best validation MSE improved by less than ``tol`` (relative) over the
@@ -31,29 +31,30 @@ doubling argument above, which assumes a curve that is already falling, does not
 A model that never beats the mean predictor runs to its cap and is labelled not converged
 ("compute ran out"), beside a baseline that beats it ("loses to a baseline").
 
-In the ``converge`` budget mode the rule alone does not end a run: at a flat learning rate a
-curve also pauses at the rate's noise level, and a pause is not a floor (on kang8 a run the rule
-stopped at 480 steps cooled down to 2.304; a run of 625 steps with a decaying rate reached
-2.089). The rule only triggers a test of its own claim, on cooled-down models, as in
-warm-up/stable/decay schedules whose decays branch off one stable run:
+In the ``converge`` budget mode the rule plays no part: at a flat learning rate a curve also
+pauses at the rate's noise level, and a pause is not a floor (on kang8 a run the rule stopped
+at 480 steps cooled down to 2.304; a run of 625 steps with a decaying rate reached 2.089), and
+a slow drift at the flat rate can keep the rule from holding long after cooled-down models
+have stopped improving (kang8 D3 on 888 cells: cooled 2.042 at 2,232 steps and 2.047 at
+8,160, where the rule first held at 6,800). The mode tests the claim itself, on cooled-down
+models, as in warm-up/stable/decay schedules whose decays branch off one stable run:
 
-1. While the learning rate is flat the rule is checked after every evaluation. When it first
-   holds, at ``t`` steps of the stable run, a *cool-down* branches off: the rate decays
-   linearly to ``min_lr_ratio`` times the peak over ``cooldown_frac * t`` steps and the
-   cooled model is scored.
-2. The stable run then goes on from where the cool-down branched (the cooled weights are put
-   aside) until ``2t`` steps, where a second cool-down branches off, and so on at ``4t``,
-   ``8t``, ...
+1. At the first evaluation after the warm-up, ``t0`` steps into the stable (flat-rate) run, a
+   *cool-down* branches off: the rate decays linearly to ``min_lr_ratio`` times the peak over
+   ``cooldown_frac * t0`` steps and the cooled model is scored.
+2. The stable run goes on from where the cool-down branched (the cooled weights are put
+   aside) until ``2 t0`` steps, where the next cool-down branches off, then ``4 t0``, ...
 3. The run has converged, and ends with that cool-down, when a cool-down's score improves on
-   the previous one's by less than ``tol`` (``relative_gain``) and it has left the
-   mean predictor: doubling the steps measurably bought less than ``tol``, which is the
-   claim itself rather than a proxy for it (``scalelib sweep --budget-check`` asks the same
-   of a finished run, at twice its cost).
-4. A run whose budget ends first cools down to its cap and is labelled not converged.
+   the previous one's by less than ``tol`` (``relative_gain``) and it has left the mean
+   predictor: doubling the steps measurably bought less than ``tol`` (what ``scalelib sweep
+   --budget-check`` asks of a finished run, at twice its cost).
+4. A run whose budget ends first cools down to its cap and is labelled not converged; a
+   cool-down cut short by the cap, or one that is no doubling, proves nothing.
 
-A converged run costs at least ``(2 + 3 * cooldown_frac) t`` steps (``2.6 t`` at the default
-0.2): the stable run to ``2t`` and both cool-downs; the put-aside cool-downs count in the
-run's ``steps`` and ``cells_seen`` (compute spent) and are marked in its curve.
+A run that converges with the cool-down at ``T`` stable steps has cost ``T`` plus all its
+cool-downs, ``cooldown_frac * (T + T/2 + T/4 + ...)``: under ``(1 + 2 * cooldown_frac) T``
+(``1.4 T`` at the default 0.2), whatever ``t0``. The put-aside cool-downs count in the run's
+``steps`` and ``cells_seen`` (compute spent) and are marked in its curve.
 """
 
 from __future__ import annotations

@@ -267,11 +267,10 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
 class Convergence:
     """The validation scores of a run and, in the ``converge`` budget mode, its cool-downs.
 
-    In that mode (see :mod:`scalelib.convergence`) the stable run's scores feed the rule; the
-    first evaluation after the warm-up at which it holds branches off a cool-down of
-    ``cooldown_frac`` times the stable run's steps, each later one branches off at twice the
-    stable steps of the one before, and the run ends with the cool-down that improves on the
-    previous one by less than ``converge_tol``. A cool-down that does not end the run is put
+    In that mode (see :mod:`scalelib.convergence`) the first evaluation after the warm-up
+    branches off a cool-down of ``cooldown_frac`` times the stable run's steps, each later one
+    branches off at twice the stable steps of the one before, and the run ends with the
+    cool-down that improves on the previous one by less than ``converge_tol``. A cool-down that does not end the run is put
     aside (the training loop restores the stable run's weights and optimiser state). When
     the budget leaves room for no more than one cool-down, a last one ends the run at the cap
     and the run is labelled not converged. Steps count every optimiser step taken,
@@ -281,7 +280,7 @@ class Convergence:
     def __init__(self, config: TrainConfig, mean_predictor_mse: float | None = None) -> None:
         self.config = config
         self.mean_predictor_mse = mean_predictor_mse
-        self.scores: list[float] = []  # the stable run's validation scores (all, when fixed)
+        self.scores: list[float] = []  # the stable run's validation scores (the rule's)
         self.cooldown: tuple[int, int] | None = None  # the running one: (branch step, end step)
         self.cooldowns: list[tuple[int, float]] = []  # finished: (stable steps at branch, score)
         self.set_aside = 0  # optimiser steps of the cool-downs put aside
@@ -321,10 +320,11 @@ class Convergence:
             return self._end_cooldown(step, val_score, best_mse)
         self.scores.append(val_score)
         if not self.converge_mode or step <= self.warmup:
-            return None  # the rule is checked while the learning rate is flat
+            return None  # cool-downs branch off the flat-rate run
         stable = step - self.set_aside
         last_chance = step + self._cooldown_length(stable) >= self.config.total_steps
-        if last_chance or self._wants_cooldown(stable, best_mse):
+        doubled = not self.cooldowns or stable >= 2 * self.cooldowns[-1][0]
+        if last_chance or doubled:
             self.cooldown = (step, min(self.config.total_steps,
                                        step + self._cooldown_length(stable)))
             if self.cooldown[1] == step:  # a cool-down of no steps: score the stable run
@@ -334,11 +334,6 @@ class Convergence:
 
     def _cooldown_length(self, stable_steps: int) -> int:
         return math.ceil(self.config.cooldown_frac * stable_steps)
-
-    def _wants_cooldown(self, stable_steps: int, best_mse: float) -> bool:
-        if self.cooldowns:
-            return stable_steps >= 2 * self.cooldowns[-1][0]
-        return self._rule(best_mse).converged
 
     def _end_cooldown(self, step: int, val_score: float, best_mse: float) -> str | None:
         branch, end = self.cooldown

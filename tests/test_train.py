@@ -313,33 +313,35 @@ def _drive(convergence, stable_score, cooled_score) -> list[tuple[int, str]]:
     raise AssertionError("the run did not end at its cap")
 
 
-@pytest.mark.parametrize("max_steps", [225, 220])
-def test_cooldowns_branch_at_doubling_stable_steps_until_one_gains_too_little(max_steps):
-    """Cool-downs scoring 0.50, 0.45 (10 % better: put aside, go on) and 0.449 (0.2 %):
-    converged at 225 steps; at 220 the same last cool-down is cut short by the cap (30 of its
-    33 steps) and proves nothing."""
-    config = TrainConfig(max_steps=max_steps, eval_every=10, warmup_frac=0.05,
+@pytest.mark.parametrize(("max_steps", "warmup_frac"), [(200, 0.05), (125, 0.08)])
+def test_cooldowns_branch_at_doubling_stable_steps_until_one_gains_too_little(max_steps,
+                                                                              warmup_frac):
+    """Cool-downs from the end of a 10-step warm-up, scoring 0.50, 0.45 (10 % better: put
+    aside, go on) and 0.449 (0.2 %): converged at 130 steps; with a 125-step cap the same
+    last cool-down is cut short (15 of its 20 steps) and proves nothing. The flat-rate run's
+    own scores (constant: the window rule would have held from the start) play no part."""
+    config = TrainConfig(max_steps=max_steps, eval_every=10, warmup_frac=warmup_frac,
                          budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
     convergence = Convergence(config, mean_predictor_mse=1.0)
     cooled = iter([0.50, 0.45, 0.449])
     events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
-    end = 223 if max_steps == 225 else 220
-    assert events == [(40, "branch"), (48, "put_aside"), (90, "branch"), (107, "put_aside"),
-                      (190, "branch"), (end, "end")]  # branched at 40, 82 and 165 stable steps
-    assert convergence.cooldowns == [(40, 0.50), (82, 0.45), (165, 0.449)]
+    end = min(130, max_steps)
+    assert events == [(20, "branch"), (24, "put_aside"), (50, "branch"), (60, "put_aside"),
+                      (110, "branch"), (end, "end")]  # branched at 20, 46 and 96 stable steps
+    assert convergence.cooldowns == [(20, 0.50), (46, 0.45), (96, 0.449)]
     verdict = convergence.verdict(0.449)
-    assert verdict.converged == (max_steps == 225)
-    last_doubling = (0.45 - 0.449) / 0.45 if max_steps == 225 else (0.50 - 0.45) / 0.50
+    assert verdict.converged == (max_steps == 200)
+    last_doubling = (0.45 - 0.449) / 0.45 if max_steps == 200 else (0.50 - 0.45) / 0.50
     assert verdict.improvement == pytest.approx(last_doubling)
 
 
 def test_a_last_cooldown_that_is_no_doubling_is_not_converged():
-    config = TrainConfig(max_steps=205, eval_every=10, warmup_frac=0.05,
+    config = TrainConfig(max_steps=100, eval_every=10, warmup_frac=0.1,
                          budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
     convergence = Convergence(config, mean_predictor_mse=1.0)
     cooled = iter([0.50, 0.45, 0.449])
     events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
-    assert events[-2:] == [(180, "branch"), (205, "end")]  # 155 < 2 x 82 stable steps
+    assert events[-2:] == [(90, "branch"), (100, "end")]  # 76 < 2 x 46 stable steps
     assert not convergence.verdict(0.449).converged
 
 

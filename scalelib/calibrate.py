@@ -196,8 +196,8 @@ def run_calibration(
     *,
     preset: str = "smoke",
     fit_to: str | Path | None = None,
-    n_types: int = 8,
-    rank: int = 8,
+    n_types: int | None = None,
+    rank: int | None = None,
     labels: str = "cell_type",
     seed: int = 0,
     progress: bool = True,
@@ -215,7 +215,8 @@ def run_calibration(
         Fit the mixture to this dataset directory, ``.h5ad`` file or 10x directory (default:
         cells of the count simulator, :func:`mixture_from_simulator`).
     n_types, rank
-        Cell types of the count simulator (or clusters of unlabelled data), programs per type.
+        Cell types of the count simulator (or clusters of unlabelled data), programs per type
+        (default: the preset's).
     labels
         Obs column of cell types of the ``fit_to`` data.
     seed
@@ -228,7 +229,9 @@ def run_calibration(
     started = time.perf_counter()
     chosen = _preset(preset)
     out_dir = check_sweep_dir(out_dir)
-    spec = MixtureSpec(preset, chosen.n_genes, chosen.n_cells, n_types, rank, seed,
+    spec = MixtureSpec(preset, chosen.n_genes, chosen.n_cells,
+                       chosen.n_types if n_types is None else n_types,
+                       chosen.rank if rank is None else rank, seed,
                        None if fit_to is None else str(fit_to), labels)
     dataset = calibration_dataset(spec, out_dir / "datasets")
     floor = dataset.manifest["bayes_floor"]

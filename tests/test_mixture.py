@@ -235,7 +235,7 @@ def test_a_trained_gaussian_head_approaches_the_true_bits_from_above():
     assert gap < 0.5 * reference_gap  # most of the way from the per-gene Gaussian to the truth
 
 
-CALIBRATE_ARGV = ["calibrate", "--preset", "smoke", "--rank", "2", "--types", "3"]
+CALIBRATE_ARGV = ["calibrate", "--preset", "smoke", "--types", "3"]  # rank: the preset's
 
 
 def _tiny_preset():
@@ -245,7 +245,8 @@ def _tiny_preset():
     return CalibrationPreset("smoke", n_genes=8, n_cells=1500, ladder="smoke",
                              sizes=("T0", "T1", "T2"), n_bootstrap=5,
                              train=TRAIN_PRESETS["smoke"].with_(budget_mode="converge",
-                                                                max_steps=40))
+                                                                max_steps=40),
+                             n_types=2, rank=2)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +288,34 @@ def test_calibrate_prints_the_json_keys(tiny_calibration):
     assert summary["ridge_val_mse"] > 0
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["true_floor_mse"] == summary["true_floor_mse"]
+    mixture = json.loads((out / "datasets" / "mixture" / "manifest.json").read_text())["mixture"]
+    assert (mixture["n_types"], mixture["rank"]) == (3, 2)  # --types, and the preset's rank
+
+
+def test_smoke_calibration_trains_no_size_that_is_the_mean_predictor():
+    """D0 (width 1) is the per-gene mean predictor by construction: LayerNorm over one channel
+    returns its bias alone, so a masked gene's prediction never depends on the cell. It could
+    never leave the mean predictor, so the convergence rule could never pass it."""
+    import torch
+
+    from scalelib.config import CALIBRATION_PRESETS, get_ladder, select_sizes
+    from scalelib.model import MaskedExpressionTransformer
+
+    preset = CALIBRATION_PRESETS["smoke"]
+    values = 3 * torch.randn(2, preset.n_genes, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros_like(values, dtype=torch.bool)
+    mask[:, 0] = True
+
+    def uses_the_cell(size):  # does gene 0's prediction differ between the two cells?
+        torch.manual_seed(0)
+        model = MaskedExpressionTransformer(size, preset.n_genes, dropout=0.0).eval()
+        with torch.no_grad():
+            predicted = model(values, mask)[:, 0]
+        return bool(predicted[0] != predicted[1])
+
+    ladder = get_ladder(preset.ladder)
+    assert not uses_the_cell(select_sizes(ladder, ["D0"])[0])
+    assert all(uses_the_cell(size) for size in select_sizes(ladder, list(preset.sizes)))
 
 
 def test_calibrate_exits_1_when_a_model_beats_the_floor_or_the_true_bits(tiny_calibration, capsys, monkeypatch):

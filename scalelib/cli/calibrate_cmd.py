@@ -33,17 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "beyond the error bar (something is wrong).",
     )
     parser.add_argument("--preset", default="smoke", choices=sorted(CALIBRATION_PRESETS),
-                        help="smoke (minutes: V=32, five sizes) or demo (the demo ladder, "
-                             "V=128, 20,000 cells); default smoke")
+                        help="smoke (minutes: V=16, 2 types, rank 2, sizes D1-D4) or demo (the "
+                             "demo ladder, V=128, 8 types, rank 8, 20,000 cells); default smoke")
     parser.add_argument("--fit-to", type=Path, metavar="PATH",
                         help="fit the mixture to a dataset directory, .h5ad file or 10x "
                              "directory (default: to cells of the count simulator)")
     parser.add_argument("--fit-labels", default="cell_type",
                         help="obs column of cell types of --fit-to (absent: k-means clusters)")
-    parser.add_argument("--types", type=int, default=8,
+    parser.add_argument("--types", type=int,
                         help="cell types of the count simulator (or clusters of unlabelled "
-                             "--fit-to data); 8")
-    parser.add_argument("--rank", type=int, default=8, help="gene programs per type (8)")
+                             "--fit-to data); default the preset's (smoke 2, demo 8)")
+    parser.add_argument("--rank", type=int,
+                        help="gene programs per type; default the preset's (smoke 2, demo 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and runs (0)")
     parser.add_argument("--out", type=Path,
                         help="output directory (default data/calibrate/<preset>, with -fitted "
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from scalelib.calibrate import print_calibration, run_calibration
 
-    if args.types < 1 or args.rank < 1:
+    if any(value is not None and value < 1 for value in (args.types, args.rank)):
         raise ScalelibError("--types and --rank must be positive integers")
     if args.fit_to is not None and not args.fit_to.exists():
         raise ScalelibError(f"--fit-to {args.fit_to} does not exist; give a dataset directory, "

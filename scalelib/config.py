@@ -425,7 +425,8 @@ class CalibrationPreset:
 # demo ladder's runs still improve 4-5% per doubling past 400,000 cells. It leaves out D0: at
 # width 1 LayerNorm returns its bias alone, so D0 is the per-gene mean predictor by construction
 # and could never be called converged. Batches of 256 cost 25-35% less CPU per cell than 64 at
-# the same loss per cell. Its runs mostly stop at the cap, unconverged (README, calibrate).
+# the same loss per cell. Its head runs converge; its MSE runs reach the cap with the last
+# doubling still buying 1-2% (README, calibrate).
 # `demo` trains the whole demo ladder on a mixture the size of the demo's rich regime.
 CALIBRATION_PRESETS: dict[str, CalibrationPreset] = {
     "smoke": CalibrationPreset(

@@ -25,9 +25,9 @@ its end.
 A second condition guards the start of a run: given the validation MSE of the per-gene mean
 predictor on the same masks, a run whose best MSE is not below it by more than ``tol``
 (relative) has not converged, however flat its curve. Such a run has shown that it has not
-started learning, not that it has stopped: on the calibration mixture every size sits on the
-mean predictor's plateau for its first 10-20k cells and then falls by a third, so the
-doubling argument above, which assumes a curve that is already falling, does not hold there.
+started learning, not that it has stopped: on an 8-type, 32-gene calibration mixture (the
+smoke preset until December 2026) every size sits on the mean predictor's plateau for its
+first 10-20k cells and then falls by a third, so the doubling argument above, which assumes a curve that is already falling, does not hold there.
 A model that never beats the mean predictor runs to its cap and is labelled not converged
 ("compute ran out"), beside a baseline that beats it ("loses to a baseline").
 

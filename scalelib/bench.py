@@ -84,8 +84,9 @@ class MatmulPeak:
         torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
         n = PEAK_MATRIX_SIZE
         self.device, self.flops_per_product = device, 2.0 * n**3
-        self.a = torch.randn(n, n, device=device, dtype=torch_dtype)
-        self.b = torch.randn(n, n, device=device, dtype=torch_dtype)
+        own = torch.Generator(device=device).manual_seed(0)  # leave the steps' streams alone
+        self.a = torch.randn(n, n, generator=own, device=device, dtype=torch_dtype)
+        self.b = torch.randn(n, n, generator=own, device=device, dtype=torch_dtype)
         (self.a @ self.b).sum().item()  # warm-up
         self.seconds: list[float] = []
 

@@ -57,3 +57,11 @@ def test_benchmark_samples_the_peak_once_per_timed_step(quick_peak, monkeypatch)
     assert len(samples) == 3
     assert result.peak_matmul_flops > 0
     assert result.mfu == pytest.approx(result.achieved_flops / result.peak_matmul_flops)
+
+
+def test_the_peak_meter_leaves_the_training_random_stream_alone(quick_peak):
+    """Its matrices come from their own generator: drawn from torch's default one, they
+    shifted every dropout mask of the compared steps (XS's losses then differed by 3 s.e.)."""
+    before = torch.get_rng_state()
+    bench.MatmulPeak(torch.device("cpu"), "fp32").sample()
+    assert torch.equal(torch.get_rng_state(), before)

@@ -322,11 +322,11 @@ class Convergence:
         if not self.converge_mode or step <= self.warmup:
             return None  # cool-downs branch off the flat-rate run
         stable = step - self.set_aside
-        last_chance = step + self._cooldown_length(stable) >= self.config.total_steps
+        end = step + self._cooldown_length(stable)
+        last_chance = end >= self.config.total_steps
         doubled = not self.cooldowns or stable >= 2 * self.cooldowns[-1][0]
         if last_chance or doubled:
-            self.cooldown = (step, min(self.config.total_steps,
-                                       step + self._cooldown_length(stable)))
+            self.cooldown = (step, min(self.config.total_steps, end))
             if self.cooldown[1] == step:  # a cool-down of no steps: score the stable run
                 return self._end_cooldown(step, val_score, best_mse)
             return "branch"

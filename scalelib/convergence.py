@@ -39,17 +39,19 @@ have stopped improving (kang8 D3 on 888 cells: cooled 2.042 at 2,232 steps and 2
 8,160, where the rule first held at 6,800). The mode tests the claim itself, on cooled-down
 models, as in warm-up/stable/decay schedules whose decays branch off one stable run:
 
-1. At the first evaluation after the warm-up, ``t0`` steps into the stable (flat-rate) run, a
-   *cool-down* branches off: the rate decays linearly to ``min_lr_ratio`` times the peak over
-   ``cooldown_frac * t0`` steps and the cooled model is scored.
+1. At ``t0`` steps of the stable (flat-rate) run, after the warm-up, a *cool-down* branches
+   off: the rate decays linearly to ``min_lr_ratio`` times the peak over ``cooldown_frac * t0``
+   steps and the cooled model is scored.
 2. The stable run goes on from where the cool-down branched (the cooled weights are put
-   aside) until ``2 t0`` steps, where the next cool-down branches off, then ``4 t0``, ...
+   aside) until ``2 t0`` steps, where the next cool-down branches off, then ``4 t0``, ... up to
+   ``2^K t0``: ``doubling_schedule`` picks ``t0`` and ``K`` so that the last cool-down ends at
+   the budget, the largest doubling the budget can test.
 3. The run has converged, and ends with that cool-down, when a cool-down's score improves on
    the previous one's by less than ``tol`` (``relative_gain``) and it has left the mean
    predictor: doubling the steps measurably bought less than ``tol`` (what ``scalelib sweep
    --budget-check`` asks of a finished run, at twice its cost).
-4. A run whose budget ends first cools down to its cap and is labelled not converged; a
-   cool-down cut short by the cap, or one that is no doubling, proves nothing.
+4. A run whose last scheduled cool-down still gained ``tol`` or more ends with it, labelled
+   not converged: its budget ran out.
 
 A run that converges with the cool-down at ``T`` stable steps has cost ``T`` plus all its
 cool-downs, ``cooldown_frac * (T + T/2 + T/4 + ...)``: under ``(1 + 2 * cooldown_frac) T``
@@ -163,3 +165,35 @@ def relative_gain(previous: float, current: float) -> float:
         hence the absolute value).
     """
     return (previous - current) / abs(previous) if previous != 0 else 0.0
+
+
+def doubling_schedule(total_steps: int, warmup_steps: int, cooldown_frac: float) -> list[int]:
+    """Steps of the stable (flat-rate) run at which the ``converge`` mode's cool-downs branch
+    off: ``t0, 2 t0, ..., 2^K t0``, with the most doublings ``K`` for which ``t0`` lies after
+    the warm-up and the whole sequence, every cool-down included, fits in ``total_steps``.
+
+    Anchoring the last cool-down at the end of the budget (rather than the first at the end of
+    the warm-up) makes the largest doubling tested as large as the budget allows: with the
+    first anchored at a warm-up of 5 % of the cap, the last whole doubling compared 0.2 and 0.4
+    of the cap and the rest of it went to a cool-down cut short.
+
+    Parameters
+    ----------
+    total_steps
+        The budget in optimiser steps.
+    warmup_steps
+        Steps of the warm-up (no cool-down branches off during it).
+    cooldown_frac
+        Each cool-down's length as a fraction of the stable steps it branches at.
+
+    Returns
+    -------
+    list of int
+        Branch points, doubling; one point when the budget leaves no room for a doubling.
+    """
+    for doublings in range(max(1, total_steps).bit_length(), -1, -1):
+        cost_per_t0 = 2**doublings + cooldown_frac * (2 ** (doublings + 1) - 1)
+        first = (total_steps - (doublings + 1)) // cost_per_t0  # +1 per cool-down: ceil
+        if first > warmup_steps or doublings == 0:
+            return [max(1, int(first)) * 2**k for k in range(doublings + 1)]
+    raise AssertionError("unreachable: the loop returns at doublings == 0")

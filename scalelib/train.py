@@ -32,7 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from scalelib.config import ModelSize, TrainConfig
-from scalelib.convergence import Plateau, left_mean_predictor, plateaued, relative_gain
+from scalelib.convergence import (
+    Plateau,
+    doubling_schedule,
+    left_mean_predictor,
+    plateaued,
+    relative_gain,
+)
 from scalelib.data.store import ExpressionDataset, RowsOnDisk, read_rows
 from scalelib.distributed import SINGLE_PROCESS, ProcessGroup, current
 from scalelib.errors import ScalelibError
@@ -267,14 +273,13 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
 class Convergence:
     """The validation scores of a run and, in the ``converge`` budget mode, its cool-downs.
 
-    In that mode (see :mod:`scalelib.convergence`) the first evaluation after the warm-up
-    branches off a cool-down of ``cooldown_frac`` times the stable run's steps, each later one
-    branches off at twice the stable steps of the one before, and the run ends with the
-    cool-down that improves on the previous one by less than ``converge_tol``. A cool-down that does not end the run is put
-    aside (the training loop restores the stable run's weights and optimiser state). When
-    the budget leaves room for no more than one cool-down, a last one ends the run at the cap
-    and the run is labelled not converged. Steps count every optimiser step taken,
-    put-aside cool-downs included.
+    In that mode (see :mod:`scalelib.convergence`) cool-downs of ``cooldown_frac`` times the
+    stable run's steps branch off at the steps of :func:`~scalelib.convergence.doubling_schedule`
+    (evaluated there whatever ``eval_every``), and the run ends with the cool-down that improves
+    on the previous one by less than ``converge_tol``, or with the last one scheduled
+    (labelled not converged). A cool-down that does not end the run is put aside (the
+    training loop restores the stable run's weights and optimiser state). Steps count every
+    optimiser step taken, put-aside cool-downs included.
     """
 
     def __init__(self, config: TrainConfig, mean_predictor_mse: float | None = None) -> None:
@@ -289,6 +294,8 @@ class Convergence:
         self.ended = False
         self.converge_mode = config.budget_mode == "converge"
         self.warmup = max(1, round(config.warmup_frac * config.total_steps))
+        self.branch_points = doubling_schedule(config.total_steps, self.warmup,
+                                               config.cooldown_frac)
 
     def evaluates(self, step: int) -> bool:
         """Whether 1-based ``step`` ends with a validation pass: every ``eval_every`` steps
@@ -297,7 +304,13 @@ class Convergence:
             return True
         if self.cooldown is not None:
             return step == self.cooldown[1]
-        return step % self.config.eval_every == 0
+        return step % self.config.eval_every == 0 or self._due(step)
+
+    def _due(self, step: int) -> bool:
+        """Whether a scheduled cool-down branches off at this step of the stable run."""
+        scheduled = len(self.cooldowns) < len(self.branch_points)
+        return (self.converge_mode and scheduled and step > self.warmup
+                and step - self.set_aside >= self.branch_points[len(self.cooldowns)])
 
     def cooldown_number(self, step: int) -> int:
         """0 for a step of the warm-up or the stable run; k for a step of the k-th cool-down."""
@@ -324,8 +337,7 @@ class Convergence:
         stable = step - self.set_aside
         end = step + self._cooldown_length(stable)
         last_chance = end >= self.config.total_steps
-        doubled = not self.cooldowns or stable >= 2 * self.cooldowns[-1][0]
-        if last_chance or doubled:
+        if last_chance or self._due(step):
             self.cooldown = (step, min(self.config.total_steps, end))
             if self.cooldown[1] == step:  # a cool-down of no steps: score the stable run
                 return self._end_cooldown(step, val_score, best_mse)
@@ -351,8 +363,8 @@ class Convergence:
                 self.plateau = Plateau(True, gain, 2, left)
                 self.ended = True
                 return None
-        if end >= self.config.total_steps:
-            self.ended = True
+        if end >= self.config.total_steps or len(self.cooldowns) >= len(self.branch_points):
+            self.ended = True  # the budget leaves no room for another doubling
             return None
         self.set_aside += end - branch
         return "put_aside" if end > branch else None

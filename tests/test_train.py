@@ -1,5 +1,6 @@
 """Training: masking, exact split losses, schedules, budgets, splits, determinism, learning."""
 
+import itertools
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from synthetic import row_order_dataset
 
 from scalelib.config import DEMO_REGIMES, ModelSize, Regime, TrainConfig
-from scalelib.convergence import plateaued
+from scalelib.convergence import doubling_schedule, plateaued
 from scalelib.data.store import ExpressionDataset, RowsOnDisk, load_dataset, read_rows
 from scalelib.errors import ScalelibError
 from scalelib.hardware import resolve_device, resolve_dtype
@@ -313,55 +314,66 @@ def _drive(convergence, stable_score, cooled_score) -> list[tuple[int, str]]:
     raise AssertionError("the run did not end at its cap")
 
 
-@pytest.mark.parametrize(("max_steps", "warmup_frac"), [(200, 0.05), (125, 0.08)])
-def test_cooldowns_branch_at_doubling_stable_steps_until_one_gains_too_little(max_steps,
-                                                                              warmup_frac):
-    """Cool-downs from the end of a 10-step warm-up, scoring 0.50, 0.45 (10 % better: put
-    aside, go on) and 0.449 (0.2 %): converged at 130 steps; with a 125-step cap the same
-    last cool-down is cut short (15 of its 20 steps) and proves nothing. The flat-rate run's
-    own scores (constant: the window rule would have held from the start) play no part."""
-    config = TrainConfig(max_steps=max_steps, eval_every=10, warmup_frac=warmup_frac,
+def test_cooldowns_branch_at_doubling_stable_steps_until_one_gains_too_little():
+    """Cool-downs at the scheduled 17, 34 and 68 stable steps (evaluated there, off the
+    10-step grid) scoring 0.50, 0.45 (10 % better: put aside, go on) and 0.449 (0.2 %):
+    converged. The flat-rate run's own scores (constant: the window rule would have held from
+    the start) play no part."""
+    config = TrainConfig(max_steps=200, eval_every=10, warmup_frac=0.05,
                          budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
     convergence = Convergence(config, mean_predictor_mse=1.0)
+    assert convergence.branch_points == [17, 34, 68, 136]
     cooled = iter([0.50, 0.45, 0.449])
     events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
-    end = min(130, max_steps)
-    assert events == [(20, "branch"), (24, "put_aside"), (50, "branch"), (60, "put_aside"),
-                      (110, "branch"), (end, "end")]  # branched at 20, 46 and 96 stable steps
-    assert convergence.cooldowns == [(20, 0.50), (46, 0.45), (96, 0.449)]
+    assert events == [(17, "branch"), (21, "put_aside"), (38, "branch"), (45, "put_aside"),
+                      (79, "branch"), (93, "end")]
+    assert convergence.cooldowns == [(17, 0.50), (34, 0.45), (68, 0.449)]
     verdict = convergence.verdict(0.449)
-    assert verdict.converged == (max_steps == 200)
-    last_doubling = (0.45 - 0.449) / 0.45 if max_steps == 200 else (0.50 - 0.45) / 0.50
-    assert verdict.improvement == pytest.approx(last_doubling)
+    assert verdict.converged and verdict.improvement == pytest.approx(0.001 / 0.45)
 
 
-def test_a_last_cooldown_that_is_no_doubling_is_not_converged():
-    config = TrainConfig(max_steps=100, eval_every=10, warmup_frac=0.1,
+def test_the_last_scheduled_cooldown_ends_a_run_still_improving_unconverged():
+    config = TrainConfig(max_steps=200, eval_every=10, warmup_frac=0.05,
                          budget_mode="converge", converge_tol=0.01, cooldown_frac=0.2)
     convergence = Convergence(config, mean_predictor_mse=1.0)
-    cooled = iter([0.50, 0.45, 0.449])
+    cooled = iter([0.50, 0.45, 0.40, 0.36])
     events = _drive(convergence, lambda stable: 0.6, lambda branched: next(cooled))
-    assert events[-2:] == [(90, "branch"), (100, "end")]  # 76 < 2 x 46 stable steps
-    assert not convergence.verdict(0.449).converged
+    assert events[-2:] == [(161, "branch"), (189, "end")]  # at 136 stable steps, within 200
+    verdict = convergence.verdict(0.36)
+    assert not verdict.converged and verdict.improvement == pytest.approx(0.04 / 0.40)
+
+
+@pytest.mark.parametrize("total", [40, 100, 125, 200, 1_000, 2_344, 9_375, 100_000])
+def test_the_doubling_schedule_fits_the_budget_and_leaves_little_of_it(total):
+    warmup = round(0.05 * total)
+    points = doubling_schedule(total, warmup, 0.2)
+    cost = points[-1] + sum(math.ceil(0.2 * point) for point in points)
+    assert points[0] > warmup and all(b == 2 * a for a, b in itertools.pairwise(points))
+    assert cost <= total
+    assert cost > 0.75 * total  # the last doubling tested is as large as the budget allows
 
 
 def test_converge_mode_that_reaches_its_cap_is_not_converged():
+    """The schedule for 40 steps branches at 3, 6, 12 and 24 stable steps; the last cool-down
+    ends at step 35 (the budget leaves no room for another doubling) and the run with it."""
     config = TrainConfig(max_steps=40, batch_size=32, lr=3e-3, eval_every=5,
                          budget_mode="converge", converge_tol=1e-6, dtype="fp32")
     result = train(structured_dataset(), TINY, config, progress=False)
-    assert result.steps == 40 and not result.converged
+    assert result.steps == 35 and not result.converged
+    assert result.curve["cooldown"].max() == 4
     assert result.curve["lr"][-1] == pytest.approx(config.min_lr_ratio * config.lr, rel=1e-6)
 
 
 def test_a_run_that_never_leaves_the_mean_predictor_is_not_converged():
-    """On noise the curve is flat from the start, which the window rule alone calls converged;
-    the run has not beaten the per-gene mean predictor, so it trains to its cap."""
+    """On noise the curve is flat from the start, which the window rule alone calls converged,
+    and so do the cool-downs; the run has not beaten the per-gene mean predictor, so it trains
+    through all its scheduled cool-downs (17 to 136 stable steps: 189 steps of 200)."""
     config = TrainConfig(max_steps=200, batch_size=32, lr=3e-3, eval_every=10,
                          budget_mode="converge", converge_tol=0.01, dtype="fp32")
     result = train(noise_dataset(), TINY, config, progress=False)
     scores = result.curve["val_mse"].drop_nulls().to_list()
     assert any(plateaued(scores[:n]).converged for n in range(4, len(scores)))
-    assert result.steps == 200 and not result.converged
+    assert result.steps == 189 and not result.converged
     assert result.best_val_mse > 0.99 * result.baseline_val_mse
 
 

@@ -271,7 +271,8 @@ def learning_rate(step: int, config: TrainConfig, peak: float | None = None,
 
 
 class Convergence:
-    """The validation scores of a run and, in the ``converge`` budget mode, its cool-downs.
+    """The validation scores of a fixed-budget run or, in the ``converge`` budget mode, its
+    cool-downs.
 
     In that mode (see :mod:`scalelib.convergence`) cool-downs of ``cooldown_frac`` times the
     stable run's steps branch off at the steps of :func:`~scalelib.convergence.doubling_schedule`
@@ -285,7 +286,7 @@ class Convergence:
     def __init__(self, config: TrainConfig, mean_predictor_mse: float | None = None) -> None:
         self.config = config
         self.mean_predictor_mse = mean_predictor_mse
-        self.scores: list[float] = []  # the stable run's validation scores (the rule's)
+        self.scores: list[float] = []  # a fixed-budget run's validation scores (the rule's)
         self.cooldown: tuple[int, int] | None = None  # the running one: (branch step, end step)
         self.cooldowns: list[tuple[int, float]] = []  # finished: (stable steps at branch, score)
         self.set_aside = 0  # optimiser steps of the cool-downs put aside
@@ -331,8 +332,10 @@ class Convergence:
         """
         if self.cooldown is not None:
             return self._end_cooldown(step, val_score, best_mse)
-        self.scores.append(val_score)
-        if not self.converge_mode or step <= self.warmup:
+        if not self.converge_mode:
+            self.scores.append(val_score)
+            return None
+        if step <= self.warmup:
             return None  # cool-downs branch off the flat-rate run
         stable = step - self.set_aside
         end = step + self._cooldown_length(stable)

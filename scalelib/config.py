@@ -220,7 +220,8 @@ class TrainConfig:
     cooldown_frac
         In the ``converge`` mode, each cool-down decays the learning rate linearly to
         ``min_lr_ratio * lr`` over this fraction of the flat-rate steps it branches off at
-        (cool-downs branch off at the end of the warm-up, then at each doubling of those steps).
+        (cool-downs branch off at doubling numbers of those steps,
+        :func:`scalelib.convergence.doubling_schedule`).
     min_lr_ratio
         Where the cosine decay ends, as a fraction of the peak rate.
     warmup_frac

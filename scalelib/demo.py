@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder
+from scalelib.config import TRAIN_PRESETS, TrainConfig, get_ladder, select_sizes
 from scalelib.data.preprocess import load_or_simulate
 from scalelib.errors import ScalelibError
 from scalelib.plots import save_chart, scaling_chart
@@ -69,6 +69,9 @@ def run_demo(
     progress: bool = True,
     callbacks: SweepCallbacks | None = None,
     workers: int = 1,
+    config: TrainConfig | None = None,
+    sizes: Sequence[str] | None = None,
+    regimes: Sequence[str] = DEMO_REGIMES,
 ) -> DemoSummary:
     """Simulate both demo regimes, train the demo ladder on each, fit and plot.
 
@@ -91,13 +94,16 @@ def run_demo(
         Sweep progress hooks (notebooks).
     workers
         Processes training at once on this machine (see :mod:`scalelib.workers`).
+    config, sizes, regimes
+        As for :func:`plan_demo`.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if preset not in ("demo", "smoke"):
         raise ScalelibError(f"unknown demo preset {preset!r}; choose demo or smoke")
     check_sweep_dir(out_dir)
-    runs = plan_demo(out_dir, preset=preset, seeds=seeds)
+    runs = plan_demo(out_dir, preset=preset, seeds=seeds, config=config, sizes=sizes,
+                     regimes=regimes)
     run_with_workers(runs, out_dir, workers, rerun=rerun, callbacks=callbacks, progress=progress)
     results = read_results(out_dir / "results.parquet")  # the runs and their baselines
     fits = fit_groups(results, by=("regime",), methods=METHODS, n_bootstrap=n_bootstrap)
@@ -112,8 +118,9 @@ def run_demo(
     return DemoSummary(out_dir, results, fits, files, time.perf_counter() - started)
 
 
-def plan_demo(out_dir: str | Path, *, preset: str = "demo",
-              seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+def plan_demo(out_dir: str | Path, *, preset: str = "demo", seeds: Sequence[int] = (0,),
+              config: TrainConfig | None = None, sizes: Sequence[str] | None = None,
+              regimes: Sequence[str] = DEMO_REGIMES) -> list[RunSpec]:
     """The demo's runs: the ladder of ``preset`` on both regimes, each at its regime's budget.
 
     Parameters
@@ -124,10 +131,23 @@ def plan_demo(out_dir: str | Path, *, preset: str = "demo",
         ``"demo"`` or ``"smoke"``.
     seeds
         Run seeds.
+    config
+        Training configuration (default: the training preset of ``preset``), e.g. the
+        ``converge`` budget mode with a cap; its budget is the rich regime's, scaled per
+        regime by :data:`REGIME_BUDGET_FRACTION`.
+    sizes
+        Names of the ladder's sizes to train (default all).
+    regimes
+        Which of :data:`DEMO_REGIMES` to train (default both).
     """
-    config, ladder = TRAIN_PRESETS[preset], get_ladder(preset)
+    config = TRAIN_PRESETS[preset] if config is None else config
+    ladder = select_sizes(get_ladder(preset), list(sizes) if sizes else None)
+    unknown = sorted(set(regimes) - set(DEMO_REGIMES))
+    if unknown or not regimes:
+        raise ScalelibError(f"unknown demo regime(s) {', '.join(unknown) or '(none given)'}; "
+                            f"choose from {', '.join(DEMO_REGIMES)}")
     runs = []
-    for regime in DEMO_REGIMES:
+    for regime in regimes:
         dataset = load_or_simulate(regime, preset, Path(out_dir) / "datasets")
         runs += plan_runs(dataset, ladder, regime_budget(config, regime), seeds=seeds)
     return runs
@@ -151,8 +171,9 @@ def regime_budget(config: TrainConfig, regime: str) -> TrainConfig:
 
 
 def print_summary(summary: DemoSummary) -> None:
-    """Print, per regime, the runs (with convergence), the baselines, each fit with its status
-    in words, and where the files are."""
+    """Print, per regime, the runs (with convergence; in the ``converge`` budget mode also
+    their steps and the last doubling's gain), the baselines, each fit with its status in
+    words, and where the files are."""
     transformers = transformer_rows(summary.results)
     baselines = baseline_rows(summary.results)
     for regime in DEMO_REGIMES:
@@ -160,8 +181,9 @@ def print_summary(summary: DemoSummary) -> None:
         if not runs.height:
             continue
         print(f"\n{regime}: transformers ({runs['converged'].sum()} of {runs.height} converged)")
-        print_table(runs.select("size", "params", "cells_seen", "converged", "best_val_mse",
-                                "test_mse", "wall_time_s"))
+        gains = ["steps", "val_improvement"] if (runs["budget_mode"] == "converge").any() else []
+        print_table(runs.select("size", "params", "cells_seen", *gains, "converged",
+                                "best_val_mse", "test_mse", "wall_time_s"))
         matched = matching_baselines(runs, baselines).sort("best_val_mse")
         if matched.height:
             print(f"{regime}: baselines on the same cells and masks")

@@ -8,8 +8,10 @@ import pytest
 from scalelib.cli import main
 from scalelib.config import SMOKE_LADDER, TRAIN_PRESETS, Regime
 from scalelib.data.preprocess import simulate_dataset
+from scalelib.demo import plan_demo
 from scalelib.errors import ScalelibError
 from scalelib.results import RESULT_COLUMNS, read_results
+from scalelib.scaling import transformer_rows
 from scalelib.sweep import SweepCallbacks, plan_runs, run_sweep
 
 # Columns that legitimately differ between two runs of the same seed.
@@ -115,8 +117,36 @@ def test_demo_smoke_preset_writes_every_artefact(tmp_path, capsys):
     for name in ("results.parquet", "fits.json", "scaling.png", "scaling.svg"):
         assert (tmp_path / name).stat().st_size > 0
         assert name in printed
-    regimes = read_results(tmp_path / "results.parquet")["regime"].unique().sort().to_list()
-    assert regimes == ["limited", "rich"]
+    table = read_results(tmp_path / "results.parquet")
+    assert table["regime"].unique().sort().to_list() == ["limited", "rich"]
+    planned = plan_demo(tmp_path, preset="smoke")  # no training option: the preset's runs
+    assert set(transformer_rows(table)["run_id"]) == {run.on_this_machine().run_id for run in planned}
+
+
+def test_demo_converge_budget_caps_each_regime_and_reports_the_last_doubling(tmp_path, capsys):
+    args = ["demo", "--preset", "smoke", "--out", str(tmp_path), "--bootstrap", "0",
+            "--budget", "converge", "--steps", "80"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "val_improvement" in printed and "converged" in printed
+    runs = transformer_rows(read_results(tmp_path / "results.parquet"))
+    assert runs.height == 2 * len(SMOKE_LADDER) and (runs["budget_mode"] == "converge").all()
+    caps = dict(runs.group_by("regime").agg(pl.col("budget_steps").max()).iter_rows())
+    assert caps == {"rich": 80, "limited": 40}  # the limited regime's half (REGIME_BUDGET_FRACTION)
+    assert (runs["steps"] <= runs["budget_steps"]).all()
+    trained = runs.filter(pl.col("size") != "T0")  # some cool-down finished in each
+    assert trained["val_improvement"].is_not_nan().all()
+
+
+def test_plan_demo_selects_sizes_and_regimes(tmp_path):
+    config = TRAIN_PRESETS["smoke"].with_(budget_mode="converge", max_steps=50, batch_size=16)
+    runs = plan_demo(tmp_path, preset="smoke", config=config, sizes=["T2"], regimes=["limited"])
+    assert [(run.size.name, run.dataset.regime) for run in runs] == [("T2", "limited")]
+    assert runs[0].config == config.with_(max_steps=25)
+    with pytest.raises(ScalelibError, match="unknown demo regime"):
+        plan_demo(tmp_path, preset="smoke", regimes=["huge"])
+    with pytest.raises(ScalelibError, match="unknown size"):
+        plan_demo(tmp_path, preset="smoke", sizes=["D6"])
 
 
 def test_budget_check_reruns_the_largest_sizes_at_twice_the_budget(dataset, tmp_path):

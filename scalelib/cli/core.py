@@ -61,14 +61,26 @@ def _ladder(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- training options
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Options that build a :class:`TrainConfig` (shared by sweep and demo)."""
+def add_training_options(parser: argparse.ArgumentParser, *, preset_default: str = "demo",
+                         budget_note: str = "") -> None:
+    """Options that build a :class:`TrainConfig` (shared by sweep and demo).
+
+    Parameters
+    ----------
+    parser
+        The sub-command's parser.
+    preset_default
+        Help text of ``--train-preset``'s default: a preset name, or words naming where the
+        command takes it from (``training_config``'s ``preset``).
+    budget_note
+        Appended to the help of ``--steps`` and ``--cells``.
+    """
     group = parser.add_argument_group("training")
-    group.add_argument("--train-preset", default="demo", choices=sorted(TRAIN_PRESETS),
-                       help="starting point for the options below (default demo)")
+    group.add_argument("--train-preset", choices=sorted(TRAIN_PRESETS),
+                       help=f"starting point for the options below (default {preset_default})")
     budget = group.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="budget in optimiser steps")
-    budget.add_argument("--cells", type=int, help="budget in training cells seen")
+    budget.add_argument("--steps", type=int, help="budget in optimiser steps" + budget_note)
+    budget.add_argument("--cells", type=int, help="budget in training cells seen" + budget_note)
     group.add_argument("--budget", choices=("fixed", "converge"), dest="budget_mode",
                        help="fixed: train the whole budget; converge: train until doubling "
                        "the steps no longer pays (a cool-down beats the one branched off at "
@@ -94,9 +106,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                        "masked gene")
 
 
-def training_config(args: argparse.Namespace) -> TrainConfig:
-    """The preset named by ``--train-preset`` with the given options applied."""
-    config = TRAIN_PRESETS[args.train_preset]
+def training_config(args: argparse.Namespace, preset: str = "demo") -> TrainConfig:
+    """The preset named by ``--train-preset`` (``preset`` when not given) with the given
+    options applied."""
+    config = TRAIN_PRESETS[args.train_preset or preset]
     changes = {
         "batch_size": args.batch, "lr": args.lr, "schedule": args.schedule,
         "mask_rate": args.mask_rate, "eval_every": args.eval_every, "patience": args.patience,
@@ -355,6 +368,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--rerun", action="store_true", help="retrain runs already finished")
     add_workers_option(parser)
+    add_training_options(parser, preset_default="that of --preset",
+                         budget_note=" (the rich regime's; the limited regime gets half)")
     parser.set_defaults(handler=_demo)
 
 
@@ -364,7 +379,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise ScalelibError("--bootstrap must be 0 or a positive number of resamples")
     summary = run_demo(args.out, preset=args.preset, seeds=args.seeds,
-                       n_bootstrap=args.bootstrap, rerun=args.rerun, workers=args.workers)
+                       n_bootstrap=args.bootstrap, rerun=args.rerun, workers=args.workers,
+                       config=training_config(args, preset=args.preset))
     print_summary(summary)
     return 0
 
